@@ -1,0 +1,157 @@
+"""The CRL agent: parameters and optimiser states as one pytree, and pure `init`, `act` and
+`update` functions. `update` is the single learning step every experiment uses — the normal
+training loop, seeds in parallel, and learners that train on another agent's data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from crl import losses
+from crl.networks import Actor, Critic, NetworkConfig
+
+
+@struct.dataclass
+class Batch:
+    """Relabelled training batch: state s, action a, goal g reached later in the same episode."""
+
+    state: jax.Array  # [B, state_size]
+    action: jax.Array  # [B, action_size]
+    goal: jax.Array  # [B, goal_size]
+
+
+@struct.dataclass
+class AgentState:
+    actor_params: dict
+    critic_params: dict
+    log_alpha: jax.Array
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+    alpha_opt: optax.OptState
+
+
+@dataclass(frozen=True)
+class CRLAgent:
+    """Static description of an agent (network shapes and hyperparameters); all methods are pure
+    functions of the arrays they receive."""
+
+    state_size: int
+    goal_size: int
+    action_size: int
+    actor_network: NetworkConfig
+    critic_network: NetworkConfig
+    repr_size: int = 64
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    logsumexp_penalty: float = 0.1
+    target_entropy_scale: float = -0.5
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.actor_network, self.action_size)
+
+    @property
+    def critic(self) -> Critic:
+        return Critic(self.critic_network, self.repr_size)
+
+    @property
+    def target_entropy(self) -> float:
+        return self.target_entropy_scale * self.action_size
+
+    def optimizers(self) -> tuple[optax.GradientTransformation, ...]:
+        return optax.adam(self.actor_lr), optax.adam(self.critic_lr), optax.adam(self.alpha_lr)
+
+    def init(self, rng: jax.Array) -> AgentState:
+        """Fresh parameters (α starts at 1) and optimiser states."""
+        actor_rng, critic_rng = jax.random.split(rng)
+        state = jnp.zeros((1, self.state_size))
+        goal = jnp.zeros((1, self.goal_size))
+        action = jnp.zeros((1, self.action_size))
+        actor_params = self.actor.init(actor_rng, state, goal)
+        critic_params = self.critic.init(critic_rng, state, action, goal)
+        log_alpha = jnp.zeros(())
+        actor_opt, critic_opt, alpha_opt = self.optimizers()
+        return AgentState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_alpha=log_alpha,
+            actor_opt=actor_opt.init(actor_params),
+            critic_opt=critic_opt.init(critic_params),
+            alpha_opt=alpha_opt.init(log_alpha),
+        )
+
+    def act(
+        self, actor_params: dict, state: jax.Array, goal: jax.Array, rng: jax.Array | None
+    ) -> jax.Array:
+        """Actions in [-1, 1]: sampled when `rng` is given, deterministic tanh(mean) when None."""
+        mean, log_std = self.actor.apply(actor_params, state, goal)
+        if rng is None:
+            return jnp.tanh(mean)
+        action, _ = losses.sample_tanh_gaussian(rng, mean, log_std)
+        return action
+
+    def energy(self, critic_params: dict, state, action, goal) -> jax.Array:
+        """f(s, a, g) = −‖φ(s, a) − ψ(g)‖₂ per row."""
+        sa_repr, goal_repr = self.critic.apply(critic_params, state, action, goal)
+        return -jnp.sqrt(jnp.sum((sa_repr - goal_repr) ** 2, axis=-1) + 1e-12)
+
+    def critic_loss(self, critic_params: dict, batch: Batch):
+        sa_repr, goal_repr = self.critic.apply(critic_params, batch.state, batch.action, batch.goal)
+        logits = losses.energy_matrix(sa_repr, goal_repr)
+        return losses.infonce_loss(logits, self.logsumexp_penalty)
+
+    def actor_loss(self, actor_params: dict, critic_params: dict, log_alpha, batch: Batch, rng):
+        mean, log_std = self.actor.apply(actor_params, batch.state, batch.goal)
+        action, log_prob = losses.sample_tanh_gaussian(rng, mean, log_std)
+        energy = self.energy(critic_params, batch.state, action, batch.goal)
+        alpha = jax.lax.stop_gradient(jnp.exp(log_alpha))
+        loss, metrics = losses.actor_loss(log_prob, energy, alpha)
+        return loss, (log_prob, metrics)
+
+    def update(
+        self, agent_state: AgentState, batch: Batch, rng: jax.Array
+    ) -> tuple[AgentState, dict[str, jax.Array]]:
+        """One critic step, then one actor step against the updated critic, then one α step.
+        Returns the new state and scalar metrics (losses, critic health, gradient norms)."""
+        actor_opt, critic_opt, alpha_opt = self.optimizers()
+
+        (_, critic_metrics), critic_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
+            agent_state.critic_params, batch
+        )
+        updates, new_critic_opt = critic_opt.update(critic_grads, agent_state.critic_opt)
+        critic_params = optax.apply_updates(agent_state.critic_params, updates)
+
+        (_, (log_prob, actor_metrics)), actor_grads = jax.value_and_grad(
+            self.actor_loss, has_aux=True
+        )(agent_state.actor_params, critic_params, agent_state.log_alpha, batch, rng)
+        updates, new_actor_opt = actor_opt.update(actor_grads, agent_state.actor_opt)
+        actor_params = optax.apply_updates(agent_state.actor_params, updates)
+
+        alpha_value, alpha_grad = jax.value_and_grad(losses.alpha_loss)(
+            agent_state.log_alpha, log_prob, self.target_entropy
+        )
+        updates, new_alpha_opt = alpha_opt.update(alpha_grad, agent_state.alpha_opt)
+        log_alpha = optax.apply_updates(agent_state.log_alpha, updates)
+
+        new_state = AgentState(
+            actor_params=actor_params,
+            critic_params=critic_params,
+            log_alpha=log_alpha,
+            actor_opt=new_actor_opt,
+            critic_opt=new_critic_opt,
+            alpha_opt=new_alpha_opt,
+        )
+        metrics = {
+            **critic_metrics,
+            **actor_metrics,
+            "alpha": jnp.exp(log_alpha),
+            "alpha_loss": alpha_value,
+            "critic_grad_norm": optax.global_norm(critic_grads),
+            "actor_grad_norm": optax.global_norm(actor_grads),
+        }
+        return new_state, metrics

@@ -1,0 +1,147 @@
+"""Residual MLPs that scale from depth 4 to 1024, and the CRL encoders and actor built from them.
+
+Depth counts the Dense layers inside residual blocks (4 per block), as in the paper. The blocks
+are applied with `nn.scan` over stacked parameters, so the compiled graph (and compile time) does
+not grow with depth; `remat=True` recomputes block activations in the backward pass to trade
+compute for memory at large depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Activation = Literal["swish", "relu"]
+LAYERS_PER_BLOCK = 4
+MIN_DEPTH, MAX_DEPTH = 4, 1024
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+# Variance scaling as in the public CRL code (uniform, fan-in, scale 1/3).
+kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape and ablation switches of one residual MLP."""
+
+    width: int = 256
+    depth: int = 4
+    residual: bool = True
+    layer_norm: bool = True
+    activation: Activation = "swish"
+    remat: bool = False
+
+
+def check_depth(depth: int, field: str = "depth") -> None:
+    """Reject depths the residual stack cannot build, with a one-line message."""
+    if not MIN_DEPTH <= depth <= MAX_DEPTH or depth % LAYERS_PER_BLOCK:
+        raise ValueError(
+            f"{field} must be a multiple of {LAYERS_PER_BLOCK} in [{MIN_DEPTH}, {MAX_DEPTH}], "
+            f"got {depth}"
+        )
+
+
+def activation_fn(name: Activation) -> Callable[[jax.Array], jax.Array]:
+    return {"swish": nn.swish, "relu": nn.relu}[name]
+
+
+class DenseNormAct(nn.Module):
+    """Dense → (LayerNorm) → activation."""
+
+    width: int
+    layer_norm: bool
+    activation: Activation
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.width, kernel_init=kernel_init)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        return activation_fn(self.activation)(x)
+
+
+class ResidualBlock(nn.Module):
+    """4 × (Dense → LayerNorm → act), plus a skip around the four. Scan-compatible signature."""
+
+    width: int
+    residual: bool
+    layer_norm: bool
+    activation: Activation
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
+        h = x
+        for _layer in range(LAYERS_PER_BLOCK):
+            h = DenseNormAct(self.width, self.layer_norm, self.activation)(h)
+        return (x + h if self.residual else h), None
+
+
+class ResidualMLP(nn.Module):
+    """Input Dense → [LayerNorm → act] → depth/4 residual blocks (scanned) → output Dense."""
+
+    config: NetworkConfig
+    output_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        check_depth(cfg.depth)
+        x = DenseNormAct(cfg.width, cfg.layer_norm, cfg.activation, name="input")(x)
+        block = nn.remat(ResidualBlock) if cfg.remat else ResidualBlock
+        blocks = nn.scan(
+            block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            length=cfg.depth // LAYERS_PER_BLOCK,
+        )
+        x, _ = blocks(cfg.width, cfg.residual, cfg.layer_norm, cfg.activation, name="blocks")(
+            x, None
+        )
+        return nn.Dense(self.output_size, kernel_init=kernel_init, name="output")(x)
+
+
+class Critic(nn.Module):
+    """State-action encoder φ(s, a) and goal encoder ψ(g); energy is −‖φ − ψ‖₂."""
+
+    config: NetworkConfig
+    repr_size: int = 64
+
+    def setup(self) -> None:
+        self.sa_encoder = ResidualMLP(self.config, self.repr_size)
+        self.goal_encoder = ResidualMLP(self.config, self.repr_size)
+
+    def __call__(
+        self, state: jax.Array, action: jax.Array, goal: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        return self.encode_sa(state, action), self.encode_goal(goal)
+
+    def encode_sa(self, state: jax.Array, action: jax.Array) -> jax.Array:
+        return self.sa_encoder(jnp.concatenate([state, action], axis=-1))
+
+    def encode_goal(self, goal: jax.Array) -> jax.Array:
+        return self.goal_encoder(goal)
+
+
+class Actor(nn.Module):
+    """Gaussian policy head over (state, goal); log-std squashed smoothly into [−5, 2]."""
+
+    config: NetworkConfig
+    action_size: int
+
+    @nn.compact
+    def __call__(self, state: jax.Array, goal: jax.Array) -> tuple[jax.Array, jax.Array]:
+        out = ResidualMLP(self.config, 2 * self.action_size)(
+            jnp.concatenate([state, goal], axis=-1)
+        )
+        mean, raw_log_std = jnp.split(out, 2, axis=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_log_std) + 1)
+        return mean, log_std
+
+
+def dense_layer_count(depth: int) -> int:
+    """Dense layers in one ResidualMLP: input + depth + output."""
+    return depth + 2

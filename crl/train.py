@@ -1,0 +1,217 @@
+"""The training loop: collection, replay, relabelling and updates compiled together.
+
+`Trainer` holds only static things (config, env, agent); its methods are pure functions of a
+`TrainState` pytree, so a whole epoch — `iterations_per_epoch` × (collect `unroll_length` steps
+from `num_envs` envs, insert, `num_sgd_batches` updates) — is one `jax.jit`-compiled `lax.scan`,
+and the state can be vmapped over seeds. Python runs only between epochs (see `crl.run`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+import envs
+from crl import buffer
+from crl.agent import AgentState, Batch, CRLAgent
+from crl.config import TrainConfig
+from envs.base import EnvState, GoalEnv
+
+
+@struct.dataclass
+class TrainState:
+    agent: AgentState
+    env_state: EnvState  # batched over num_envs
+    replay: buffer.ReplayState
+    rng: jax.Array
+    env_steps: jax.Array  # int32, prefill included
+    iteration: jax.Array  # int32, training iterations done
+
+
+def make_env(config: TrainConfig) -> GoalEnv:
+    """The configured environment, with the episode-length override applied."""
+    overrides = {} if config.episode_length is None else {"episode_length": config.episode_length}
+    return envs.make(config.env, **overrides)
+
+
+def make_agent(config: TrainConfig, env: GoalEnv) -> CRLAgent:
+    return CRLAgent(
+        state_size=env.state_size,
+        goal_size=env.goal_size,
+        action_size=env.action_size,
+        actor_network=config.actor_network(),
+        critic_network=config.critic_network(),
+        repr_size=config.repr_size,
+        actor_lr=config.actor_lr,
+        critic_lr=config.critic_lr,
+        alpha_lr=config.alpha_lr,
+        logsumexp_penalty=config.logsumexp_penalty,
+        target_entropy_scale=config.target_entropy_scale,
+    )
+
+
+def mean_over_leading(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    config: TrainConfig
+    env: GoalEnv
+    agent: CRLAgent
+
+    # ---- pieces ---------------------------------------------------------------------------------
+    def split_obs(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """obs = state ⊕ goal → (state, goal)."""
+        return obs[..., : self.env.state_size], obs[..., self.env.state_size :]
+
+    def collect(
+        self, actor_params: dict, env_state: EnvState, rng: jax.Array
+    ) -> tuple[EnvState, dict[str, jax.Array], dict[str, jax.Array]]:
+        """`unroll_length` steps of every env with the stochastic policy.
+
+        Returns the new env state, the transitions to store ([unroll, num_envs, ...]: state,
+        action, step-in-episode) and per-step env metrics.
+        """
+
+        def one_step(env_state: EnvState, step_rng: jax.Array):
+            state, goal = self.split_obs(env_state.obs)
+            action = self.agent.act(actor_params, state, goal, step_rng)
+            record = {"state": state, "action": action, "step": env_state.step}
+            next_state = jax.vmap(self.env.step)(env_state, action)
+            return next_state, (record, next_state.metrics)
+
+        rngs = jax.random.split(rng, self.config.unroll_length)
+        env_state, (records, metrics) = jax.lax.scan(one_step, env_state, rngs)
+        return env_state, records, metrics
+
+    def sample_batch(self, replay: buffer.ReplayState, rng: jax.Array) -> Batch:
+        """A batch of stored (s, a) with goals relabelled from the same episode's future."""
+        now, future, _ = buffer.sample_with_future(
+            replay,
+            rng,
+            self.config.batch_size,
+            self.config.discount,
+            self.env.episode_length,
+        )
+        return Batch(
+            state=now["state"], action=now["action"], goal=self.env.achieved_goal(future["state"])
+        )
+
+    def learn(
+        self, agent_state: AgentState, replay: buffer.ReplayState, rng: jax.Array
+    ) -> tuple[AgentState, dict[str, jax.Array]]:
+        """`num_sgd_batches` updates, each on a freshly sampled batch; metrics are averaged."""
+
+        def sgd_step(agent_state: AgentState, step_rng: jax.Array):
+            sample_rng, update_rng = jax.random.split(step_rng)
+            return self.agent.update(agent_state, self.sample_batch(replay, sample_rng), update_rng)
+
+        rngs = jax.random.split(rng, self.config.num_sgd_batches)
+        agent_state, metrics = jax.lax.scan(sgd_step, agent_state, rngs)
+        return agent_state, mean_over_leading(metrics)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def init(self, rng: jax.Array) -> TrainState:
+        """Fresh agent and envs, and a replay buffer prefilled with `min_replay_size` steps of the
+        initial (untrained, stochastic) policy."""
+        agent_rng, env_rng, prefill_rng, rng = jax.random.split(rng, 4)
+        agent_state = self.agent.init(agent_rng)
+        env_state = jax.vmap(self.env.reset)(jax.random.split(env_rng, self.config.num_envs))
+        example = {
+            "state": jnp.zeros((self.config.num_envs, self.env.state_size)),
+            "action": jnp.zeros((self.config.num_envs, self.env.action_size)),
+            "step": jnp.zeros((self.config.num_envs,), jnp.int32),
+        }
+        replay = buffer.init(example, self.config.replay_size)
+
+        def prefill(carry, unroll_rng):
+            env_state, replay = carry
+            env_state, records, _ = self.collect(agent_state.actor_params, env_state, unroll_rng)
+            return (env_state, buffer.add(replay, records)), None
+
+        rngs = jax.random.split(prefill_rng, self.config.prefill_unrolls)
+        (env_state, replay), _ = jax.lax.scan(prefill, (env_state, replay), rngs)
+        return TrainState(
+            agent=agent_state,
+            env_state=env_state,
+            replay=replay,
+            rng=rng,
+            env_steps=jnp.asarray(
+                self.config.prefill_unrolls * self.config.env_steps_per_iteration, jnp.int32
+            ),
+            iteration=jnp.zeros((), jnp.int32),
+        )
+
+    def train_iteration(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """Collect one unroll, store it, then update on relabelled batches."""
+        rng, collect_rng, learn_rng = jax.random.split(state.rng, 3)
+        env_state, records, env_metrics = self.collect(
+            state.agent.actor_params, state.env_state, collect_rng
+        )
+        replay = buffer.add(state.replay, records)
+        agent_state, metrics = self.learn(state.agent, replay, learn_rng)
+        metrics["train_at_goal"] = jnp.mean(env_metrics["at_goal"])
+        metrics["train_distance"] = jnp.mean(env_metrics["distance"])
+        new_state = TrainState(
+            agent=agent_state,
+            env_state=env_state,
+            replay=replay,
+            rng=rng,
+            env_steps=state.env_steps + self.config.env_steps_per_iteration,
+            iteration=state.iteration + 1,
+        )
+        return new_state, metrics
+
+    def run_epoch(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        """`iterations_per_epoch` training iterations as one scan; metrics averaged over them."""
+        state, metrics = jax.lax.scan(
+            lambda s, _: self.train_iteration(s), state, None, self.config.iterations_per_epoch
+        )
+        return state, mean_over_leading(metrics)
+
+    def evaluate(
+        self, actor_params: dict, rng: jax.Array, random_policy: bool = False
+    ) -> dict[str, jax.Array]:
+        """One full episode on `num_eval_envs` fresh envs with the deterministic policy (or a
+        uniformly random one, the baseline). time_at_goal counts the steps within the goal
+        radius; success is the fraction of envs that reached it at least once."""
+        reset_rng, action_rng = jax.random.split(rng)
+        env_state = jax.vmap(self.env.reset)(
+            jax.random.split(reset_rng, self.config.num_eval_envs)
+        )
+
+        def one_step(env_state: EnvState, step_rng: jax.Array):
+            if random_policy:
+                action = jax.random.uniform(
+                    step_rng, (self.config.num_eval_envs, self.env.action_size), minval=-1, maxval=1
+                )
+            else:
+                state, goal = self.split_obs(env_state.obs)
+                action = self.agent.act(actor_params, state, goal, None)
+            env_state = jax.vmap(self.env.step)(env_state, action)
+            return env_state, env_state.metrics
+
+        rngs = jax.random.split(action_rng, self.env.episode_length)
+        _, metrics = jax.lax.scan(one_step, env_state, rngs)
+        at_goal = metrics["at_goal"]  # [episode_length, num_eval_envs]
+        return {
+            "time_at_goal": jnp.mean(jnp.sum(at_goal, axis=0)),
+            "success": jnp.mean(jnp.max(at_goal, axis=0)),
+            "final_distance": jnp.mean(metrics["distance"][-1]),
+            "min_distance": jnp.mean(jnp.min(metrics["distance"], axis=0)),
+        }
+
+
+def make_trainer(config: TrainConfig) -> Trainer:
+    env = make_env(config)
+    return Trainer(config=config, env=env, agent=make_agent(config, env))
+
+
+def to_python(metrics: Any) -> dict[str, float]:
+    """Device scalars → Python floats for logging."""
+    return {k: float(v) for k, v in jax.device_get(metrics).items()}

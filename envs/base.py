@@ -1,0 +1,134 @@
+"""The goal-conditioned environment interface shared by every env in the registry.
+
+An env is a set of pure functions over a single environment's `EnvState`; callers `jax.vmap`
+them over a batch of envs. Episodes have a fixed length (`episode_length`, a time limit only,
+no early termination): relabelling relies on it to know where an episode ends. When an episode
+ends, `step` auto-resets inside the same call to a fresh start *and a freshly sampled goal*
+(the public CRL code kept the first goal forever).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+
+@struct.dataclass
+class EnvState:
+    """State of one environment.
+
+    Attributes:
+      obs: the observation the agent acts on, `state ⊕ goal`, shape [state_size + goal_size].
+      goal: the goal of the current episode, shape [goal_size].
+      physics: env-specific simulator state (any pytree).
+      step: int32 index of `obs` inside its episode, in [0, episode_length).
+      done: bool, True when the last `step` call ended an episode (so `obs` is a fresh start).
+      rng: key consumed by the next auto-reset.
+      metrics: per-step quantities of the state reached by the last action, before any
+        auto-reset: 'distance' to the goal and 'at_goal' (distance < goal_radius, float32).
+    """
+
+    obs: jax.Array
+    goal: jax.Array
+    physics: Any
+    step: jax.Array
+    done: jax.Array
+    rng: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+class GoalEnv(abc.ABC):
+    """Base class: subclasses describe their physics, the base class does goals, time limit and
+    auto-reset so every env behaves identically there.
+
+    Subclasses set the class/instance attributes below and implement `init_physics`,
+    `sample_goal`, `physics_step` and `observe`.
+    """
+
+    name: str
+    state_size: int  # size of the state part of the observation
+    goal_size: int
+    action_size: int  # actions live in [-1, 1]^action_size
+    goal_indices: tuple[int, ...]  # indices of the state that a goal is compared with
+    goal_radius: float = 0.5
+    episode_length: int = 1000
+    backend: str = "jax"
+
+    # ---- to implement -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def init_physics(self, rng: jax.Array) -> Any:
+        """A random start state of the simulator."""
+
+    @abc.abstractmethod
+    def sample_goal(self, rng: jax.Array, physics: Any) -> jax.Array:
+        """A goal, shape [goal_size], for an episode starting from `physics`."""
+
+    @abc.abstractmethod
+    def physics_step(self, physics: Any, action: jax.Array, goal: jax.Array) -> Any:
+        """Advance the simulator by one agent step (the goal is given for envs that show it)."""
+
+    @abc.abstractmethod
+    def observe(self, physics: Any) -> jax.Array:
+        """The state part of the observation, shape [state_size]."""
+
+    # ---- provided -----------------------------------------------------------------------------
+    @property
+    def observation_size(self) -> int:
+        return self.state_size + self.goal_size
+
+    def achieved_goal(self, state: jax.Array) -> jax.Array:
+        """The goal-space part of a state vector (works on any leading batch shape)."""
+        return state[..., jnp.asarray(self.goal_indices)]
+
+    def goal_distance(self, state: jax.Array, goal: jax.Array) -> jax.Array:
+        return jnp.linalg.norm(self.achieved_goal(state) - goal, axis=-1)
+
+    def reset(self, rng: jax.Array) -> EnvState:
+        """Start a new episode with a fresh start state and a fresh goal."""
+        physics_rng, goal_rng, next_rng = jax.random.split(rng, 3)
+        physics = self.init_physics(physics_rng)
+        goal = self.sample_goal(goal_rng, physics)
+        state = self.observe(physics)
+        distance = self.goal_distance(state, goal)
+        return EnvState(
+            obs=jnp.concatenate([state, goal]),
+            goal=goal,
+            physics=physics,
+            step=jnp.zeros((), jnp.int32),
+            done=jnp.zeros((), bool),
+            rng=next_rng,
+            metrics={
+                "distance": distance,
+                "at_goal": (distance < self.goal_radius).astype(jnp.float32),
+            },
+        )
+
+    def step(self, env_state: EnvState, action: jax.Array) -> EnvState:
+        """One agent step; at the time limit the returned state is a fresh episode."""
+        action = jnp.clip(action, -1.0, 1.0)
+        physics = self.physics_step(env_state.physics, action, env_state.goal)
+        state = self.observe(physics)
+        distance = self.goal_distance(state, env_state.goal)
+        metrics = {
+            "distance": distance,
+            "at_goal": (distance < self.goal_radius).astype(jnp.float32),
+        }
+        next_step = env_state.step + 1
+        done = next_step >= self.episode_length
+        reset_rng, next_rng = jax.random.split(env_state.rng)
+        continued = EnvState(
+            obs=jnp.concatenate([state, env_state.goal]),
+            goal=env_state.goal,
+            physics=physics,
+            step=next_step,
+            done=done,
+            rng=next_rng,
+            metrics=metrics,
+        )
+        fresh = self.reset(reset_rng)
+        fresh = fresh.replace(done=done, metrics=metrics)
+        return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, continued)
