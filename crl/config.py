@@ -23,6 +23,8 @@ class TrainConfig:
     env: str = "point_u"
     """Registered environment name (`crl envs` lists them)."""
     seed: int = 0
+    num_seeds: int = 1
+    """Seeds trained together in one vmapped program: seed, seed+1, ..., seed+num_seeds-1."""
     total_env_steps: int = 1_000_000
     """Environment steps to train for, prefill included."""
     num_epochs: int = 20
@@ -131,7 +133,7 @@ def validate(config: TrainConfig) -> None:
             except ValueError as e:
                 raise ConfigError(str(e)) from None
     for field in (
-        "total_env_steps", "num_epochs", "num_envs", "unroll_length", "batch_size",
+        "num_seeds", "total_env_steps", "num_epochs", "num_envs", "unroll_length", "batch_size",
         "num_sgd_batches", "replay_size", "min_replay_size", "width", "repr_size",
         "num_eval_envs",
     ):

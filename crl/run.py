@@ -4,9 +4,12 @@ evaluation, logging and a progress bar in between."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,7 +23,7 @@ from rich.table import Table
 
 from crl import run_dir as run_dir_lib
 from crl.config import TrainConfig, validate
-from crl.train import make_trainer, to_python
+from crl.train import make_trainer
 
 
 def train(config: TrainConfig, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -45,23 +48,28 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
     if not quiet:
         console.print(f"[bold]crl[/] run directory: {run_dir}")
 
-    init_rng, eval_rng, baseline_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    # One key per seed; every compiled function is vmapped over this leading seed axis, so a
+    # single run is the num_seeds=1 case of the same program.
+    seeds = jnp.arange(config.seed, config.seed + config.num_seeds)
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
+    init_rngs, eval_rngs, baseline_rngs = keys[:, 0], keys[:, 1], keys[:, 2]
+
     start = time.perf_counter()
-    state = jax.jit(trainer.init)(init_rng)
+    state = jax.jit(jax.vmap(trainer.init))(init_rngs)
     jax.block_until_ready(state)
     init_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    run_epoch = jax.jit(trainer.run_epoch, donate_argnums=0).lower(state).compile()
+    run_epoch = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0).lower(state).compile()
     compile_seconds = time.perf_counter() - start
-    evaluate = jax.jit(trainer.evaluate, static_argnames="random_policy")
-    random_eval = to_python(
-        evaluate(state.agent.actor_params, baseline_rng, random_policy=True)
-    )
+    evaluate = jax.jit(jax.vmap(trainer.evaluate))
+    evaluate_random = jax.jit(jax.vmap(partial(trainer.evaluate, random_policy=True)))
+    random_eval = per_seed(evaluate_random(state.agent.actor_params, baseline_rngs))
+    random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
     if not quiet:
         console.print(
             f"compiled one epoch in {compile_seconds:.1f}s; prefill + init {init_seconds:.1f}s; "
-            f"random policy time at goal {random_eval['time_at_goal']:.1f}/{env.episode_length}"
+            f"random policy time at goal {random_time_at_goal:.1f}/{env.episode_length}"
         )
 
     progress = Progress(
@@ -75,49 +83,58 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
         console=console,
         disable=quiet,
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     train_start = time.perf_counter()
     with progress:
         task = progress.add_task("epochs", total=config.num_epochs, sps=0.0, tag=0.0)
         for epoch in range(config.num_epochs):
             epoch_start = time.perf_counter()
-            steps_before = int(state.env_steps)
+            steps_before = int(state.env_steps[0])
             state, train_metrics = run_epoch(state)
-            eval_metrics = to_python(
-                evaluate(state.agent.actor_params, jax.random.fold_in(eval_rng, epoch))
-            )
-            train_metrics = to_python(train_metrics)
+            epoch_rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_rngs, epoch)
+            eval_metrics = per_seed(evaluate(state.agent.actor_params, epoch_rngs))
+            train_metrics = per_seed(train_metrics)
             elapsed = time.perf_counter() - epoch_start
-            steps = int(state.env_steps)
-            row = {
-                "epoch": epoch,
-                "env_steps": steps,
-                "wall_time": time.perf_counter() - train_start,
-                "env_steps_per_second": (steps - steps_before) / elapsed,
-                **{f"train/{k}": v for k, v in train_metrics.items()},
-                **{f"eval/{k}": v for k, v in eval_metrics.items()},
-            }
-            run_dir_lib.append_metrics(run_dir, row)
-            rows.append(row)
+            steps = int(state.env_steps[0])
+            epoch_rows = [
+                {
+                    "epoch": epoch,
+                    "seed": int(seed),
+                    "env_steps": steps,
+                    "wall_time": time.perf_counter() - train_start,
+                    "env_steps_per_second": config.num_seeds * (steps - steps_before) / elapsed,
+                    **{f"train/{k}": v for k, v in train_m.items()},
+                    **{f"eval/{k}": v for k, v in eval_m.items()},
+                }
+                for seed, train_m, eval_m in zip(seeds, train_metrics, eval_metrics)
+            ]
+            run_dir_lib.append_metrics(run_dir, epoch_rows)
+            rows.extend(epoch_rows)
             progress.update(
-                task, advance=1, sps=row["env_steps_per_second"], tag=eval_metrics["time_at_goal"]
+                task,
+                advance=1,
+                sps=epoch_rows[0]["env_steps_per_second"],
+                tag=float(np.mean([r["eval/time_at_goal"] for r in epoch_rows])),
             )
 
-    final = rows[-1]
+    final_rows = rows[-config.num_seeds :]
+    final_tag = [r["eval/time_at_goal"] for r in final_rows]
+    wall = final_rows[0]["wall_time"]
     summary = {
         "run_dir": str(run_dir),
         "env": config.env,
         "depth": config.depth,
-        "seed": config.seed,
-        "env_steps": final["env_steps"],
+        "seeds": [int(s) for s in seeds],
+        "env_steps": final_rows[0]["env_steps"],
         "compile_seconds": compile_seconds,
-        "train_seconds": final["wall_time"],
-        "env_steps_per_second": final["env_steps"] / (final["wall_time"] + init_seconds),
-        "time_at_goal": final["eval/time_at_goal"],
-        "success": final["eval/success"],
-        "final_distance": final["eval/final_distance"],
-        "random_time_at_goal": random_eval["time_at_goal"],
-        "random_success": random_eval["success"],
+        "init_seconds": init_seconds,
+        "train_seconds": wall,
+        "env_steps_per_second": config.num_seeds * final_rows[0]["env_steps"] / (wall + init_seconds),
+        "time_at_goal": float(np.mean(final_tag)),
+        "time_at_goal_per_seed": final_tag,
+        "success": float(np.mean([r["eval/success"] for r in final_rows])),
+        "final_distance": float(np.mean([r["eval/final_distance"] for r in final_rows])),
+        "random_time_at_goal": random_time_at_goal,
         "episode_length": env.episode_length,
     }
     run_dir_lib.write_summary(run_dir, summary)
@@ -126,8 +143,17 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
     return summary
 
 
+def per_seed(metrics: dict[str, jax.Array]) -> list[dict[str, float]]:
+    """{name: [num_seeds]} on device → one {name: float} dict per seed."""
+    host = jax.device_get(metrics)
+    num_seeds = len(next(iter(host.values())))
+    return [{k: float(v[i]) for k, v in host.items()} for i in range(num_seeds)]
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title="crl run summary", show_header=False)
     for key, value in summary.items():
+        if isinstance(value, list):
+            value = ", ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(key, f"{value:,.3f}" if isinstance(value, float) else str(value))
     return table

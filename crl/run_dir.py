@@ -39,15 +39,15 @@ def create(config: TrainConfig, resolved: dict[str, Any]) -> Path:
     return run_dir
 
 
-def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
-    """Append one epoch's metrics to metrics.jsonl and refresh metrics.csv from it."""
+def append_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Append one epoch's rows (one per seed) to metrics.jsonl and refresh metrics.csv."""
     with open(run_dir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
     load_metrics(run_dir).to_csv(run_dir / METRICS_CSV, index=False)
 
 
 def load_metrics(run_dir: str | Path) -> pd.DataFrame:
-    """One row per logged epoch."""
+    """One row per (epoch, seed)."""
     return pd.read_json(Path(run_dir) / METRICS_FILE, lines=True)
 
 

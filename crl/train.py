@@ -9,8 +9,6 @@ and the state can be vmapped over seeds. Python runs only between epochs (see `c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -155,8 +153,8 @@ class Trainer:
         )
         replay = buffer.add(state.replay, records)
         agent_state, metrics = self.learn(state.agent, replay, learn_rng)
-        metrics["train_at_goal"] = jnp.mean(env_metrics["at_goal"])
-        metrics["train_distance"] = jnp.mean(env_metrics["distance"])
+        metrics["at_goal"] = jnp.mean(env_metrics["at_goal"])
+        metrics["distance"] = jnp.mean(env_metrics["distance"])
         new_state = TrainState(
             agent=agent_state,
             env_state=env_state,
@@ -210,8 +208,3 @@ class Trainer:
 def make_trainer(config: TrainConfig) -> Trainer:
     env = make_env(config)
     return Trainer(config=config, env=env, agent=make_agent(config, env))
-
-
-def to_python(metrics: Any) -> dict[str, float]:
-    """Device scalars → Python floats for logging."""
-    return {k: float(v) for k, v in jax.device_get(metrics).items()}
