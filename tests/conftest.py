@@ -1,0 +1,15 @@
+"""Shared test setup: a persistent JAX compilation cache so repeated compiles (also in the
+subprocesses the CLI tests start) are paid once per CI run."""
+
+import os
+from pathlib import Path
+
+CACHE_DIR = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".jax_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # noqa: E402  (after the environment variables above)
+
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
