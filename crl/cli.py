@@ -11,7 +11,9 @@ from typing import Callable
 
 import tyro
 
+from crl.checkpoint import CheckpointError
 from crl.config import PRESETS, ConfigError, TrainConfig
+from crl.guard import NonFiniteError
 
 USAGE = """usage: crl COMMAND [ARGS]
 
@@ -19,6 +21,10 @@ commands:
   train    train a CRL agent (crl train --help; --preset paper for the paper's settings)
   envs     list the registered environments with their dims and backend
   render   write a short video of a random or trained policy in an env
+  sweep    depth sweep: grid over depths/widths/batch sizes, seeds vmapped, tidy results.csv
+  ablate   architecture ablations (residual, layer_norm, activation, width_vs_depth, actor_critic)
+  collector-learner  learners train only on a collector's replay data (exploration vs expressivity)
+  bench    compile time, throughput, memory, vmapped seeds, bf16 vs depth (--preset cpu|gpu)
 """
 
 
@@ -50,10 +56,41 @@ def parse_train_config(args: list[str]) -> TrainConfig:
     )
 
 
+def pop_resume(args: list[str]) -> tuple[str | None, bool, list[str]]:
+    """Take `--resume RUN_DIR` and `--distributed` out of args."""
+    rest, resume, distributed, i = [], None, False, 0
+    while i < len(args):
+        if args[i] == "--resume" and i + 1 < len(args):
+            resume, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--resume="):
+            resume = args[i].split("=", 1)[1]
+        elif args[i] == "--distributed":
+            distributed = True
+        else:
+            rest.append(args[i])
+        i += 1
+    return resume, distributed, rest
+
+
 def train_command(args: list[str]) -> None:
+    """`crl train [--resume RUN_DIR] [--distributed] [--preset P] [FLAGS]`: with --resume the
+    run's saved config is the default and FLAGS may change only what does not alter the run;
+    --distributed joins a multi-process job (jax.distributed.initialize) first."""
     from crl.run import train
 
-    train(parse_train_config(args))
+    resume, distributed, rest = pop_resume(args)
+    if distributed:
+        from crl.distributed import initialize
+
+        initialize()
+    if resume is None:
+        train(parse_train_config(rest))
+        return
+    from crl.checkpoint import saved_config
+
+    config = tyro.cli(TrainConfig, default=saved_config(resume), args=rest, prog="crl train --resume RUN_DIR")
+    train(config, resume=resume)
 
 
 def envs_command(args: list[str]) -> None:
@@ -68,10 +105,38 @@ def render_command(args: list[str]) -> None:
     render_main(args)
 
 
+def sweep_command(args: list[str]) -> None:
+    from experiments.depth_sweep import main as sweep_main
+
+    sweep_main(args)
+
+
+def ablate_command(args: list[str]) -> None:
+    from experiments.ablations import main as ablations_main
+
+    ablations_main(args)
+
+
+def collector_learner_command(args: list[str]) -> None:
+    from experiments.collector_learner import main as collector_learner_main
+
+    collector_learner_main(args)
+
+
+def bench_command(args: list[str]) -> None:
+    from experiments.bench import main as bench_main
+
+    bench_main(args)
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "train": train_command,
     "envs": envs_command,
     "render": render_command,
+    "sweep": sweep_command,
+    "ablate": ablate_command,
+    "collector-learner": collector_learner_command,
+    "bench": bench_command,
 }
 
 
@@ -89,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"crl {command}: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except (NonFiniteError, CheckpointError) as e:
+        print(f"crl {command}: error: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import envs
-from crl.networks import Activation, NetworkConfig, check_depth
+from crl.networks import Activation, MatmulDtype, NetworkConfig, check_depth
 
 
 class ConfigError(ValueError):
@@ -62,10 +62,24 @@ class TrainConfig:
     activation: Activation = "swish"
     remat: bool = False
     """Recompute block activations in the backward pass (less memory at large depth)."""
+    matmul_dtype: MatmulDtype = "float32"
+    """bfloat16: Dense matmuls in bf16 with f32 accumulation; params, LayerNorm and losses stay f32."""
     num_eval_envs: int = 64
     out_dir: str = "runs"
     run_name: str | None = None
     """Run directory name under out_dir; None builds one from env, depth, seed and time."""
+    diagnostics_every: int = 0
+    """Log stability diagnostics (per-layer grad norms, effective rank, dead units, update
+    sparsity, policy churn, off-policy drift; see crl.diagnostics) every N epochs; 0 = off."""
+    checkpoint_every: int = 1
+    """Save a checkpoint (RUN_DIR/checkpoints) every N epochs and after the last; 0 = never."""
+    keep_checkpoints: int = 2
+    """Most recent checkpoints kept."""
+    checkpoint_replay: bool = True
+    """Include the replay buffer in checkpoints (needed for an exact resume)."""
+    num_devices: int | None = None
+    """Devices to split envs, replay and SGD batches over (data parallel); None = all devices
+    of the job (every host after jax.distributed.initialize)."""
 
     # ---- derived ------------------------------------------------------------------------------
     def actor_network(self) -> NetworkConfig:
@@ -82,6 +96,7 @@ class TrainConfig:
             layer_norm=self.layer_norm,
             activation=self.activation,
             remat=self.remat,
+            matmul_dtype=self.matmul_dtype,
         )
 
     @property
@@ -143,6 +158,11 @@ def validate(config: TrainConfig) -> None:
         config.episode_length is None or config.episode_length >= 2,
         f"episode_length must be >= 2 or None, got {config.episode_length}",
     )
+    require(
+        config.matmul_dtype in ("float32", "bfloat16"),
+        f"matmul_dtype must be float32 or bfloat16, got {config.matmul_dtype!r}",
+    )
+    require(config.diagnostics_every >= 0, f"diagnostics_every must be >= 0 (0 = off), got {config.diagnostics_every}")
     require(0.0 < config.discount < 1.0, f"discount must be in (0, 1), got {config.discount}")
     for field in ("actor_lr", "critic_lr", "alpha_lr"):
         require(getattr(config, field) > 0, f"{field} must be > 0, got {getattr(config, field)}")
@@ -162,12 +182,40 @@ def validate(config: TrainConfig) -> None:
         f"batch_size ({config.batch_size}) is larger than the buffer holds when training starts "
         f"({prefill_transitions} transitions = min_replay_size rounded up to unrolls × num_envs)",
     )
+    require(config.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0 = never), got {config.checkpoint_every}")
+    require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+    check_devices(config)
     minimum = (config.prefill_unrolls + config.num_epochs) * config.env_steps_per_iteration
     require(
         config.total_env_steps >= minimum,
         f"total_env_steps ({config.total_env_steps}) must cover prefill plus one iteration per "
         f"epoch: at least {minimum}",
     )
+
+
+def check_devices(config: TrainConfig) -> None:
+    """num_devices must exist and divide num_envs and batch_size (each device holds an equal
+    slice of the envs, the replay buffer and every SGD batch). Initialises the JAX backend but
+    compiles nothing."""
+    import jax
+
+    available = jax.device_count()
+    n = available if config.num_devices is None else config.num_devices
+    if not 1 <= n <= available:
+        raise ConfigError(f"num_devices must be in [1, {available}] (devices visible), got {n}")
+    if jax.process_count() > 1 and n != available:
+        raise ConfigError(
+            f"num_devices must be None or {available} (all devices) in a multi-process job, got {n}"
+        )
+    if jax.process_count() > 1 and config.run_name is None:
+        raise ConfigError("run_name must be set in a multi-process job (every process writes there)")
+    for field in ("num_envs", "batch_size"):
+        value = getattr(config, field)
+        if value % n:
+            raise ConfigError(
+                f"{field} ({value}) must be divisible by the number of devices ({n}); "
+                f"change {field} or set num_devices"
+            )
 
 
 def replace(config: TrainConfig, **changes) -> TrainConfig:

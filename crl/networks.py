@@ -9,6 +9,7 @@ compute for memory at large depth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Literal
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 Activation = Literal["swish", "relu"]
+MatmulDtype = Literal["float32", "bfloat16"]
 LAYERS_PER_BLOCK = 4
 MIN_DEPTH, MAX_DEPTH = 4, 1024
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -34,6 +36,8 @@ class NetworkConfig:
     layer_norm: bool = True
     activation: Activation = "swish"
     remat: bool = False
+    matmul_dtype: MatmulDtype = "float32"
+    """bfloat16: Dense matmuls take bf16 inputs and accumulate/return f32 (params stay f32)."""
 
 
 def check_depth(depth: int, field: str = "depth") -> None:
@@ -43,6 +47,21 @@ def check_depth(depth: int, field: str = "depth") -> None:
             f"{field} must be a multiple of {LAYERS_PER_BLOCK} in [{MIN_DEPTH}, {MAX_DEPTH}], "
             f"got {depth}"
         )
+
+
+def dense(features: int, matmul_dtype: MatmulDtype = "float32", name: str | None = None) -> nn.Dense:
+    """nn.Dense with f32 parameters. In bfloat16 mode the inputs and kernel are cast to bf16 for
+    the matmul, which accumulates and returns f32, so LayerNorm and the residual stream stay f32."""
+    if matmul_dtype == "float32":
+        return nn.Dense(features, kernel_init=kernel_init, name=name)
+    return nn.Dense(
+        features,
+        kernel_init=kernel_init,
+        dtype=jnp.bfloat16,
+        param_dtype=jnp.float32,
+        dot_general=partial(jax.lax.dot_general, preferred_element_type=jnp.float32),
+        name=name,
+    )
 
 
 def activation_fn(name: Activation) -> Callable[[jax.Array], jax.Array]:
@@ -55,10 +74,11 @@ class DenseNormAct(nn.Module):
     width: int
     layer_norm: bool
     activation: Activation
+    matmul_dtype: MatmulDtype = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.Dense(self.width, kernel_init=kernel_init)(x)
+        x = dense(self.width, self.matmul_dtype)(x)
         if self.layer_norm:
             x = nn.LayerNorm()(x)
         return activation_fn(self.activation)(x)
@@ -71,12 +91,13 @@ class ResidualBlock(nn.Module):
     residual: bool
     layer_norm: bool
     activation: Activation
+    matmul_dtype: MatmulDtype = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, _: None) -> tuple[jax.Array, None]:
         h = x
         for _layer in range(LAYERS_PER_BLOCK):
-            h = DenseNormAct(self.width, self.layer_norm, self.activation)(h)
+            h = DenseNormAct(self.width, self.layer_norm, self.activation, self.matmul_dtype)(h)
         return (x + h if self.residual else h), None
 
 
@@ -90,7 +111,9 @@ class ResidualMLP(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         cfg = self.config
         check_depth(cfg.depth)
-        x = DenseNormAct(cfg.width, cfg.layer_norm, cfg.activation, name="input")(x)
+        x = DenseNormAct(
+            cfg.width, cfg.layer_norm, cfg.activation, cfg.matmul_dtype, name="input"
+        )(x)
         block = nn.remat(ResidualBlock) if cfg.remat else ResidualBlock
         blocks = nn.scan(
             block,
@@ -98,10 +121,10 @@ class ResidualMLP(nn.Module):
             split_rngs={"params": True},
             length=cfg.depth // LAYERS_PER_BLOCK,
         )
-        x, _ = blocks(cfg.width, cfg.residual, cfg.layer_norm, cfg.activation, name="blocks")(
-            x, None
-        )
-        return nn.Dense(self.output_size, kernel_init=kernel_init, name="output")(x)
+        x, _ = blocks(
+            cfg.width, cfg.residual, cfg.layer_norm, cfg.activation, cfg.matmul_dtype, name="blocks"
+        )(x, None)
+        return dense(self.output_size, cfg.matmul_dtype, name="output")(x)
 
 
 class Critic(nn.Module):

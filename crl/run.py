@@ -3,8 +3,10 @@ evaluation, logging and a progress bar in between."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -21,17 +23,31 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from crl import checkpoint, diagnostics, distributed, guard
 from crl import run_dir as run_dir_lib
 from crl.config import TrainConfig, validate
 from crl.train import make_trainer
 
 
-def train(config: TrainConfig, console: Console | None = None, quiet: bool = False) -> dict[str, Any]:
+def train(
+    config: TrainConfig | None,
+    console: Console | None = None,
+    quiet: bool = False,
+    resume: str | Path | None = None,
+) -> dict[str, Any]:
     """Train with `config`, writing a run directory; returns the summary dict
-    (also written to summary.json). Invalid configs raise ConfigError before any compile."""
+    (also written to summary.json). Invalid configs raise ConfigError before any compile.
+
+    `resume`: a run directory to continue from its newest valid checkpoint (config None = the
+    run's own; a given config may differ only in checkpoint.RESUMABLE_CHANGES). Metrics rows
+    after that checkpoint are recomputed, not duplicated. Non-finite losses, gradients or
+    parameters stop the run with guard.NonFiniteError before that epoch is checkpointed."""
     console = console or Console()
+    if resume is not None:
+        config = checkpoint.resume_config(resume, config)
     validate(config)
-    trainer = make_trainer(config)
+    mesh = distributed.make_mesh(config.num_devices)
+    trainer = make_trainer(config, mesh)
     env = trainer.env
     resolved = {
         "episode_length": env.episode_length,
@@ -42,9 +58,14 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
         "backend": env.backend,
         "iterations_per_epoch": config.iterations_per_epoch,
         "env_steps_per_epoch": config.iterations_per_epoch * config.env_steps_per_iteration,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in mesh.devices.flat],
     }
-    run_dir = run_dir_lib.create(config, resolved)
+    if resume is not None:
+        run_dir = Path(resume)
+    elif distributed.is_primary():
+        run_dir = run_dir_lib.create(config, resolved)
+    else:
+        run_dir = Path(config.out_dir) / config.run_name  # set in multi-process jobs (validate)
     if not quiet:
         console.print(f"[bold]crl[/] run directory: {run_dir}")
 
@@ -52,20 +73,52 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
     # single run is the num_seeds=1 case of the same program.
     seeds = jnp.arange(config.seed, config.seed + config.num_seeds)
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
+    keys = jax.device_put(keys, distributed.replicated(mesh))
     init_rngs, eval_rngs, baseline_rngs = keys[:, 0], keys[:, 1], keys[:, 2]
 
+    # Envs and replay split along num_envs across the mesh, everything else replicated.
+    abstract_state = jax.eval_shape(jax.vmap(trainer.init), init_rngs)
+    shardings = distributed.train_state_sharding(abstract_state, mesh)
+    init = jax.jit(jax.vmap(trainer.init), **distributed.jit_shardings(mesh, out_shardings=shardings))
+    checkpointer = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
+    start_epoch, rows, wall_offset, random_time_at_goal = 0, [], 0.0, None
     start = time.perf_counter()
-    state = jax.jit(jax.vmap(trainer.init))(init_rngs)
+    if resume is not None:
+        template = jax.tree.map(
+            lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+            abstract_state, shardings,
+        )
+        fields, meta = checkpointer.restore_latest(template)
+        if "replay" not in fields:  # saved without replay: restart it from a fresh prefill
+            fields["replay"] = init(init_rngs).replay
+        state = abstract_state.replace(**fields)
+        start_epoch, wall_offset = meta["epoch"], meta["wall_time"]
+        random_time_at_goal = meta["random_time_at_goal"]
+        rows = checkpoint.rewind_metrics(run_dir, start_epoch)
+        if not quiet:
+            console.print(
+                f"resumed after {start_epoch} completed epochs from {checkpointer.directory}"
+            )
+    else:
+        state = init(init_rngs)
     jax.block_until_ready(state)
     init_seconds = time.perf_counter() - start
+    diagnose = diagnostics.make_hook(trainer, state, seeds, start_epoch)  # before donation
 
     start = time.perf_counter()
-    run_epoch = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0).lower(state).compile()
+    run_epoch = jax.jit(
+        jax.vmap(trainer.run_epoch),
+        donate_argnums=0,
+        **distributed.jit_shardings(
+            mesh, in_shardings=(shardings,), out_shardings=(shardings, distributed.replicated(mesh))
+        ),
+    ).lower(state).compile()
     compile_seconds = time.perf_counter() - start
     evaluate = jax.jit(jax.vmap(trainer.evaluate))
     evaluate_random = jax.jit(jax.vmap(partial(trainer.evaluate, random_policy=True)))
-    random_eval = per_seed(evaluate_random(state.agent.actor_params, baseline_rngs))
-    random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
+    if random_time_at_goal is None:
+        random_eval = per_seed(evaluate_random(state.agent.actor_params, baseline_rngs))
+        random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
     if not quiet:
         console.print(
             f"compiled one epoch in {compile_seconds:.1f}s; prefill + init {init_seconds:.1f}s; "
@@ -83,11 +136,12 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
         console=console,
         disable=quiet,
     )
-    rows: list[dict[str, Any]] = []
-    train_start = time.perf_counter()
-    with progress:
-        task = progress.add_task("epochs", total=config.num_epochs, sps=0.0, tag=0.0)
-        for epoch in range(config.num_epochs):
+    train_start = time.perf_counter() - wall_offset
+    with progress, checkpointer:
+        task = progress.add_task(
+            "epochs", total=config.num_epochs, completed=start_epoch, sps=0.0, tag=0.0
+        )
+        for epoch in range(start_epoch, config.num_epochs):
             epoch_start = time.perf_counter()
             steps_before = int(state.env_steps[0])
             state, train_metrics = run_epoch(state)
@@ -105,11 +159,26 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
                     "env_steps_per_second": config.num_seeds * (steps - steps_before) / elapsed,
                     **{f"train/{k}": v for k, v in train_m.items()},
                     **{f"eval/{k}": v for k, v in eval_m.items()},
+                    **diag_m,
                 }
-                for seed, train_m, eval_m in zip(seeds, train_metrics, eval_metrics)
+                for seed, train_m, eval_m, diag_m in zip(
+                    seeds, train_metrics, eval_metrics, diagnose(epoch, state)
+                )
             ]
-            run_dir_lib.append_metrics(run_dir, epoch_rows)
+            if distributed.is_primary():
+                run_dir_lib.append_metrics(run_dir, epoch_rows)
             rows.extend(epoch_rows)
+            guard.check_epoch(epoch, epoch_rows, checkpointer.last_good(run_dir))
+            done = epoch + 1
+            if config.checkpoint_every and (
+                done % config.checkpoint_every == 0 or done == config.num_epochs
+            ):
+                meta = {
+                    "config": dataclasses.asdict(config),
+                    "wall_time": epoch_rows[0]["wall_time"],
+                    "random_time_at_goal": random_time_at_goal,
+                }
+                checkpointer.save(done, state, meta, config.checkpoint_replay)
             progress.update(
                 task,
                 advance=1,
@@ -137,7 +206,8 @@ def train(config: TrainConfig, console: Console | None = None, quiet: bool = Fal
         "random_time_at_goal": random_time_at_goal,
         "episode_length": env.episode_length,
     }
-    run_dir_lib.write_summary(run_dir, summary)
+    if distributed.is_primary():
+        run_dir_lib.write_summary(run_dir, summary)
     if not quiet:
         console.print(summary_table(summary))
     return summary

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import jax
+from jax.sharding import Mesh
 import jax.numpy as jnp
 from flax import struct
 
 import envs
-from crl import buffer
+from crl import buffer, diagnostics
 from crl.agent import AgentState, Batch, CRLAgent
 from crl.config import TrainConfig
+from crl.distributed import constrain_leading
+from crl.guard import nonfinite_flags
 from envs.base import EnvState, GoalEnv
 
 
@@ -61,6 +64,8 @@ class Trainer:
     config: TrainConfig
     env: GoalEnv
     agent: CRLAgent
+    mesh: Mesh | None = None
+    """Devices to split envs and SGD batches over (crl.distributed); None = no constraints."""
 
     # ---- pieces ---------------------------------------------------------------------------------
     def split_obs(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -80,9 +85,12 @@ class Trainer:
             state, goal = self.split_obs(env_state.obs)
             action = self.agent.act(actor_params, state, goal, step_rng)
             record = {"state": state, "action": action, "step": env_state.step}
+            if self.config.diagnostics_every:  # off-policy drift needs the behaviour density
+                record.update(diagnostics.behaviour_record(self.agent, actor_params, state, goal, action))
             next_state = jax.vmap(self.env.step)(env_state, action)
             return next_state, (record, next_state.metrics)
 
+        env_state = constrain_leading(env_state, self.mesh)
         rngs = jax.random.split(rng, self.config.unroll_length)
         env_state, (records, metrics) = jax.lax.scan(one_step, env_state, rngs)
         return env_state, records, metrics
@@ -96,9 +104,10 @@ class Trainer:
             self.config.discount,
             self.env.episode_length,
         )
-        return Batch(
+        batch = Batch(
             state=now["state"], action=now["action"], goal=self.env.achieved_goal(future["state"])
         )
+        return constrain_leading(batch, self.mesh)
 
     def learn(
         self, agent_state: AgentState, replay: buffer.ReplayState, rng: jax.Array
@@ -125,6 +134,8 @@ class Trainer:
             "action": jnp.zeros((self.config.num_envs, self.env.action_size)),
             "step": jnp.zeros((self.config.num_envs,), jnp.int32),
         }
+        if self.config.diagnostics_every:
+            example.update(diagnostics.behaviour_example(self.config.num_envs, self.env.goal_size))
         replay = buffer.init(example, self.config.replay_size)
 
         def prefill(carry, unroll_rng):
@@ -155,6 +166,7 @@ class Trainer:
         agent_state, metrics = self.learn(state.agent, replay, learn_rng)
         metrics["at_goal"] = jnp.mean(env_metrics["at_goal"])
         metrics["distance"] = jnp.mean(env_metrics["distance"])
+        metrics.update(nonfinite_flags(agent_state, metrics))
         new_state = TrainState(
             agent=agent_state,
             env_state=env_state,
@@ -182,6 +194,7 @@ class Trainer:
         env_state = jax.vmap(self.env.reset)(
             jax.random.split(reset_rng, self.config.num_eval_envs)
         )
+        env_state = constrain_leading(env_state, self.mesh)
 
         def one_step(env_state: EnvState, step_rng: jax.Array):
             if random_policy:
@@ -205,6 +218,6 @@ class Trainer:
         }
 
 
-def make_trainer(config: TrainConfig) -> Trainer:
+def make_trainer(config: TrainConfig, mesh: Mesh | None = None) -> Trainer:
     env = make_env(config)
-    return Trainer(config=config, env=env, agent=make_agent(config, env))
+    return Trainer(config=config, env=env, agent=make_agent(config, env), mesh=mesh)

@@ -15,6 +15,28 @@ _FACTORIES: dict[str, str] = {
     "point_u": "envs.point_maze:make_u",
     "point_big": "envs.point_maze:make_big",
     "point_hardest": "envs.point_maze:make_hardest",
+    # Manipulation (MJX): a 4-joint arm with a gripper, and goal-conditioned reacher/pusher.
+    "arm_reach": "envs.manipulation:make_reach",
+    "arm_push_easy": "envs.manipulation:make_push_easy",
+    "arm_push_hard": "envs.manipulation:make_push_hard",
+    "arm_binpick_easy": "envs.manipulation:make_binpick_easy",
+    "arm_binpick_hard": "envs.manipulation:make_binpick_hard",
+    "arm_grasp": "envs.manipulation:make_grasp",
+    "reacher": "envs.classic:make_reacher",
+    "pusher": "envs.classic:make_pusher",
+    # Locomotion (brax ant/humanoid; walls generated from maze_layouts).
+    "ant": "envs.locomotion:make_ant",
+    "ant_ball": "envs.locomotion:make_ant_ball",
+    "ant_push": "envs.locomotion:make_ant_push",
+    "ant_u_maze": "envs.locomotion:make_ant_u_maze",
+    "ant_u4_maze": "envs.locomotion:make_ant_u4_maze",
+    "ant_u5_maze": "envs.locomotion:make_ant_u5_maze",
+    "ant_big_maze": "envs.locomotion:make_ant_big_maze",
+    "ant_hardest_maze": "envs.locomotion:make_ant_hardest_maze",
+    "humanoid": "envs.locomotion:make_humanoid",
+    "humanoid_u_maze": "envs.locomotion:make_humanoid_u_maze",
+    "humanoid_big_maze": "envs.locomotion:make_humanoid_big_maze",
+    "humanoid_hardest_maze": "envs.locomotion:make_humanoid_hardest_maze",
 }
 
 
