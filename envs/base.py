@@ -1,9 +1,9 @@
 """The goal-conditioned environment interface shared by every env in the registry.
 
 An env is a set of pure functions over a single environment's `EnvState`; callers `jax.vmap`
-them over a batch of envs. Episodes have a fixed length (`episode_length`, a time limit only,
-no early termination): relabelling relies on it to know where an episode ends. When an episode
-ends, `step` auto-resets inside the same call to a fresh start *and a freshly sampled goal*
+them over a batch of envs. An episode ends at the time limit (`episode_length`) or, where the
+env has `terminate_when_unhealthy` set, as soon as `is_unhealthy` holds for the state reached
+(e.g. a fallen ant or humanoid, as in the references). When an episode ends, `step` auto-resets inside the same call to a fresh start *and a freshly sampled goal*
 (the public CRL code kept the first goal forever).
 """
 
@@ -26,7 +26,8 @@ class EnvState:
       goal: the goal of the current episode, shape [goal_size].
       physics: env-specific simulator state (any pytree).
       step: int32 index of `obs` inside its episode, in [0, episode_length).
-      done: bool, True when the last `step` call ended an episode (so `obs` is a fresh start).
+      done: bool, True when the last `step` call ended an episode, at the time limit or by
+        termination (so `obs` is a fresh start).
       rng: key consumed by the next auto-reset.
       metrics: per-step quantities of the state reached by the last action, before any
         auto-reset: 'distance' to the goal and 'at_goal' (distance < goal_radius, float32).
@@ -57,6 +58,8 @@ class GoalEnv(abc.ABC):
     goal_radius: float = 0.5
     episode_length: int = 1000
     backend: str = "jax"
+    # End the episode as soon as `is_unhealthy` holds (the references do for ant and humanoid).
+    terminate_when_unhealthy: bool = False
 
     # ---- to implement -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -74,6 +77,12 @@ class GoalEnv(abc.ABC):
     @abc.abstractmethod
     def observe(self, physics: Any) -> jax.Array:
         """The state part of the observation, shape [state_size]."""
+
+    def is_unhealthy(self, physics: Any) -> jax.Array:
+        """Whether `physics` is a failed state that ends the episode when
+        `terminate_when_unhealthy` is set (bool scalar). Default: never."""
+        del physics
+        return jnp.zeros((), bool)
 
     # ---- provided -----------------------------------------------------------------------------
     @property
@@ -119,6 +128,8 @@ class GoalEnv(abc.ABC):
         }
         next_step = env_state.step + 1
         done = next_step >= self.episode_length
+        if self.terminate_when_unhealthy:
+            done = done | self.is_unhealthy(physics)
         reset_rng, next_rng = jax.random.split(env_state.rng)
         continued = EnvState(
             obs=jnp.concatenate([state, env_state.goal]),
