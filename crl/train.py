@@ -20,6 +20,7 @@ from crl.agent import AgentState, Batch, CRLAgent
 from crl.config import TrainConfig
 from crl.distributed import constrain_leading
 from crl.guard import nonfinite_flags
+from envs import vector
 from envs.base import EnvState, GoalEnv
 
 
@@ -83,18 +84,22 @@ class Trainer:
         action, step-in-episode) and per-step env metrics.
         """
 
-        def one_step(env_state: EnvState, step_rng: jax.Array):
+        def one_step(carry, step_rng: jax.Array):
+            env_state, spares = carry
             state, goal = self.split_obs(env_state.obs)
             action = self.agent.act(actor_params, state, goal, step_rng)
             record = {"state": state, "action": action, "step": env_state.step}
             if self.config.diagnostics_every:  # off-policy drift needs the behaviour density
                 record.update(diagnostics.behaviour_record(self.agent, actor_params, state, goal, action))
-            next_state = jax.vmap(self.env.step)(env_state, action)
-            return next_state, (record, next_state.metrics)
+            next_state, spares = vector.step(self.env, env_state, action, spares)
+            return (next_state, spares), (record, next_state.metrics)
 
         env_state = constrain_leading(env_state, self.mesh)
+        spares = None
+        if vector.uses_spares(self.env):  # fresh starts for envs that terminate early
+            env_state, spares = vector.prepare_spares(self.env, env_state)
         rngs = jax.random.split(rng, self.config.unroll_length)
-        env_state, (records, metrics) = jax.lax.scan(one_step, env_state, rngs)
+        (env_state, _), (records, metrics) = jax.lax.scan(one_step, (env_state, spares), rngs)
         return env_state, records, metrics
 
     def sample_batch(self, replay: buffer.ReplayState, rng: jax.Array) -> Batch:

@@ -116,30 +116,35 @@ class GoalEnv(abc.ABC):
             },
         )
 
-    def step(self, env_state: EnvState, action: jax.Array) -> EnvState:
-        """One agent step; at the time limit the returned state is a fresh episode."""
+    def step_without_reset(self, env_state: EnvState, action: jax.Array) -> EnvState:
+        """One agent step that never resets: when it ends the episode (`done`), the returned
+        state is the episode's last state. `rng` is left for the caller's auto-reset."""
         action = jnp.clip(action, -1.0, 1.0)
         physics = self.physics_step(env_state.physics, action, env_state.goal)
         state = self.observe(physics)
         distance = self.goal_distance(state, env_state.goal)
-        metrics = {
-            "distance": distance,
-            "at_goal": (distance < self.goal_radius).astype(jnp.float32),
-        }
         next_step = env_state.step + 1
         done = next_step >= self.episode_length
         if self.terminate_when_unhealthy:
             done = done | self.is_unhealthy(physics)
-        reset_rng, next_rng = jax.random.split(env_state.rng)
-        continued = EnvState(
+        return EnvState(
             obs=jnp.concatenate([state, env_state.goal]),
             goal=env_state.goal,
             physics=physics,
             step=next_step,
             done=done,
-            rng=next_rng,
-            metrics=metrics,
+            rng=env_state.rng,
+            metrics={
+                "distance": distance,
+                "at_goal": (distance < self.goal_radius).astype(jnp.float32),
+            },
         )
-        fresh = self.reset(reset_rng)
-        fresh = fresh.replace(done=done, metrics=metrics)
-        return jax.tree.map(lambda a, b: jnp.where(done, a, b), fresh, continued)
+
+    def step(self, env_state: EnvState, action: jax.Array) -> EnvState:
+        """One agent step; when it ends the episode the returned state is a fresh episode (with
+        the last state's `done` and `metrics`). Under `jax.vmap` this computes a reset for every
+        env on every step; `envs.vector.step` is the batched equivalent that does not."""
+        reset_rng, next_rng = jax.random.split(env_state.rng)
+        stepped = self.step_without_reset(env_state, action).replace(rng=next_rng)
+        fresh = self.reset(reset_rng).replace(done=stepped.done, metrics=stepped.metrics)
+        return jax.tree.map(lambda a, b: jnp.where(stepped.done, a, b), fresh, stepped)

@@ -1,7 +1,14 @@
-"""Environment throughput: env-steps per second of `num_envs` vmapped envs stepping under a
-jitted `lax.scan` with uniform random actions (auto-resets included).
+"""Environment throughput: env-steps per second of `num_envs` batched envs stepping under a
+jitted `lax.scan` with uniform random actions (auto-resets included), in unrolls of
+`unroll_length` steps as training collects them.
 
     python -m experiments.env_speed --env-names point_open point_u --num-envs 1024 4096
+    python -m experiments.env_speed --reset-share --env-names ant humanoid --num-envs 128
+
+`--reset-share` times, in one run, three ways of stepping the same batch: `physics` (no
+auto-reset at all: the floor), `vmap` (`jax.vmap(env.step)`, a reset computed for every env on
+every step) and `vector` (`envs.vector.step`, what training uses), and prints the share of each
+one's time spent beyond the physics floor.
 """
 
 from __future__ import annotations
@@ -13,37 +20,63 @@ import jax
 import jax.numpy as jnp
 
 import envs
+from envs import vector
+
+STEPPINGS = ("physics", "vmap", "vector")
 
 
 def measure_env_steps_per_second(
-    env_name: str, num_envs: int, num_steps: int, seed: int = 0, repeats: int = 3
+    env_name: str,
+    num_envs: int,
+    num_steps: int,
+    seed: int = 0,
+    repeats: int = 3,
+    stepping: str = "vector",
+    unroll_length: int = 62,
 ) -> dict:
-    """Compile and time a scan of `num_steps` batched steps of `num_envs` copies of `env_name`.
+    """Compile and time `num_steps` batched steps (in unrolls of `unroll_length`) of `num_envs`
+    copies of `env_name`, stepped as `stepping` says (see the module docstring).
 
-    Returns a dict with env, num_envs, num_steps, compile_seconds (trace + XLA compile),
-    run_seconds (best of `repeats` timed runs after one warm-up run) and steps_per_second
-    (num_envs * num_steps / run_seconds).
+    Returns a dict with env, num_envs, num_steps, stepping, compile_seconds (trace + XLA
+    compile), run_seconds (best of `repeats` timed runs after one warm-up run) and
+    steps_per_second (num_envs * num_steps / run_seconds).
     """
-    if num_envs < 1 or num_steps < 1 or repeats < 1:
+    if num_envs < 1 or num_steps < 1 or repeats < 1 or unroll_length < 1:
         raise ValueError(
-            f"num_envs, num_steps and repeats must be >= 1, got {num_envs}, {num_steps}, {repeats}"
+            "num_envs, num_steps, repeats and unroll_length must be >= 1, got "
+            f"{num_envs}, {num_steps}, {repeats}, {unroll_length}"
         )
+    if stepping not in STEPPINGS:
+        raise ValueError(f"stepping must be one of {STEPPINGS}, got {stepping!r}")
     env = envs.make(env_name)
-    reset = jax.vmap(env.reset)
-    step = jax.vmap(env.step)
+    num_unrolls = max(1, num_steps // unroll_length)
+    num_steps = num_unrolls * unroll_length
+
+    def step(state, spares, action):
+        if stepping == "vector":
+            return vector.step(env, state, action, spares)
+        if stepping == "vmap":
+            return jax.vmap(env.step)(state, action), spares
+        return jax.vmap(env.step_without_reset)(state, action), spares
+
+    def unroll(state, key):
+        spares = None
+        if stepping == "vector" and vector.uses_spares(env):
+            state, spares = vector.prepare_spares(env, state)
+
+        def body(carry, sub):
+            state, spares = carry
+            action = jax.random.uniform(sub, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
+            state, spares = step(state, spares, action)
+            return (state, spares), state.metrics["at_goal"].mean()
+
+        (state, _), at_goal = jax.lax.scan(body, (state, spares), jax.random.split(key, unroll_length))
+        return state, at_goal.mean()
 
     def rollout(rng: jax.Array) -> tuple[envs.EnvState, jax.Array]:
         reset_rng, action_rng = jax.random.split(rng)
-        state = reset(jax.random.split(reset_rng, num_envs))
-
-        def body(carry, _):
-            state, key = carry
-            key, sub = jax.random.split(key)
-            action = jax.random.uniform(sub, (num_envs, env.action_size), minval=-1.0, maxval=1.0)
-            state = step(state, action)
-            return (state, key), state.metrics["at_goal"].mean()
-
-        (state, _), at_goal = jax.lax.scan(body, (state, action_rng), None, length=num_steps)
+        state = jax.vmap(env.reset)(jax.random.split(reset_rng, num_envs))
+        state, at_goal = jax.lax.scan(unroll, state, jax.random.split(action_rng, num_unrolls))
         return state, at_goal.mean()  # outputs keep every step live under XLA's DCE
 
     rng = jax.random.PRNGKey(seed)
@@ -61,6 +94,7 @@ def measure_env_steps_per_second(
         "env": env_name,
         "num_envs": num_envs,
         "num_steps": num_steps,
+        "stepping": stepping,
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
         "steps_per_second": num_envs * num_steps / run_seconds,
@@ -74,8 +108,11 @@ class Args:
     env_names: tuple[str, ...] = ("point_open", "point_u", "point_big", "point_hardest")
     num_envs: tuple[int, ...] = (1024, 4096)
     num_steps: int = 1000
+    unroll_length: int = 62
     seed: int = 0
     repeats: int = 3
+    reset_share: bool = False
+    """Time physics-only, vmapped and vector stepping side by side and print the reset shares."""
 
 
 def main(args: Args) -> list[dict]:
@@ -85,23 +122,33 @@ def main(args: Args) -> list[dict]:
 
     for name in args.env_names:
         envs.check_name(name)  # fail on a typo before compiling anything
+    steppings = STEPPINGS if args.reset_share else ("vector",)
     table = Table(title=f"env throughput on {jax.devices()[0].platform} ({args.num_steps} steps)")
-    for column in ("env", "num_envs", "compile s", "run s", "env-steps/s"):
+    columns = ["env", "num_envs", "stepping", "compile s", "run s", "env-steps/s"]
+    if args.reset_share:
+        columns.append("beyond physics")
+    for column in columns:
         table.add_column(column, justify="right")
     rows = []
     for name in args.env_names:
         for num_envs in args.num_envs:
-            row = measure_env_steps_per_second(
-                name, num_envs, args.num_steps, seed=args.seed, repeats=args.repeats
-            )
-            rows.append(row)
-            table.add_row(
-                name,
-                str(num_envs),
-                f"{row['compile_seconds']:.2f}",
-                f"{row['run_seconds']:.3f}",
-                f"{row['steps_per_second']:.3g}",
-            )
+            floor = None
+            for stepping in steppings:
+                row = measure_env_steps_per_second(
+                    name, num_envs, args.num_steps, seed=args.seed, repeats=args.repeats,
+                    stepping=stepping, unroll_length=args.unroll_length,
+                )
+                floor = row["run_seconds"] if stepping == "physics" else floor
+                if floor is not None:
+                    row["share_beyond_physics"] = 1.0 - floor / row["run_seconds"]
+                rows.append(row)
+                cells = [
+                    name, str(num_envs), stepping, f"{row['compile_seconds']:.2f}",
+                    f"{row['run_seconds']:.3f}", f"{row['steps_per_second']:.3g}",
+                ]
+                if args.reset_share:
+                    cells.append(f"{100 * row['share_beyond_physics']:.1f}%")
+                table.add_row(*cells)
     Console().print(table)
     return rows
 
