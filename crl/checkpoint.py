@@ -36,7 +36,8 @@ FORMAT_VERSION = 1
 # never the numbers the run computes.
 RESUMABLE_CHANGES = frozenset(
     {"out_dir", "run_name", "num_devices", "checkpoint_every", "keep_checkpoints",
-     "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode"}
+     "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode",
+     "score_window"}  # score_window only changes how summary.json averages evaluations
     # The stability audit's thresholds only decide which warnings are printed (crl.audit).
     | {"audit_dead_layer_ratio", "audit_min_effective_rank", "audit_max_dead_units",
        "audit_churn_rises"}
