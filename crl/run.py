@@ -50,7 +50,7 @@ def train(
     trainer = make_trainer(config, mesh)
     env = trainer.env
     resolved = {
-        "eval_env": trainer.eval_env.name,
+        "eval_env": trainer.evaluation_env.name,
         "episode_length": env.episode_length,
         "state_size": env.state_size,
         "goal_size": env.goal_size,
@@ -207,7 +207,7 @@ def train(
         "init_seconds": init_seconds,
         "train_seconds": wall,
         "env_steps_per_second": config.num_seeds * final_rows[0]["env_steps"] / (wall + init_seconds),
-        "eval_env": trainer.eval_env.name,
+        "eval_env": trainer.evaluation_env.name,
         "score_window": config.score_window,
         "time_at_goal": float(np.mean(final_tag)),
         "time_at_goal_per_seed": final_tag,

@@ -94,6 +94,10 @@ class Trainer:
     eval_env: GoalEnv | None = None
     """The env `evaluate` runs on (same sizes as `env`); None = `env`."""
 
+    @property
+    def evaluation_env(self) -> GoalEnv:
+        return self.eval_env or self.env
+
     # ---- pieces ---------------------------------------------------------------------------------
     def split_obs(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """obs = state ⊕ goal → (state, goal)."""
@@ -220,7 +224,7 @@ class Trainer:
         the references): time_at_goal is its number of steps within the goal radius, success
         whether it reached the goal at all, final_distance the distance at its last step.
         Early termination ends it before the time limit; later episodes are not counted."""
-        env = self.eval_env or self.env
+        env = self.evaluation_env
         reset_rng, action_rng = jax.random.split(rng)
         env_state = jax.vmap(env.reset)(jax.random.split(reset_rng, self.config.num_eval_envs))
         env_state = constrain_leading(env_state, self.mesh)

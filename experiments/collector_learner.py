@@ -146,7 +146,7 @@ def run_collector_learner(
     resolved = {
         "learner_depths": list(learner_depths),
         "episode_length": trainer.env.episode_length,
-        "eval_env": trainer.eval_env.name,
+        "eval_env": trainer.evaluation_env.name,
         "iterations_per_epoch": config.iterations_per_epoch,
         "devices": [str(d) for d in jax.devices()],
     }
@@ -223,7 +223,7 @@ def run_collector_learner(
         "learner_depths": list(learner_depths),
         "env_steps": final[0]["env_steps"],
         "train_seconds": time.perf_counter() - start,
-        "eval_env": trainer.eval_env.name,
+        "eval_env": trainer.evaluation_env.name,
         "time_at_goal": {f"{c['role']}_d{c['depth']}": score(i) for i, c in enumerate(describe)},
     })
     return pd.DataFrame(rows)
