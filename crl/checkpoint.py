@@ -36,7 +36,8 @@ FORMAT_VERSION = 1
 # never the numbers the run computes.
 RESUMABLE_CHANGES = frozenset(
     {"out_dir", "run_name", "num_devices", "checkpoint_every", "keep_checkpoints",
-     "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode"}
+     "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode",
+     "score_window"}  # score_window only changes how summary.json averages evaluations
     # The stability audit's thresholds only decide which warnings are printed (crl.audit).
     | {"audit_dead_layer_ratio", "audit_min_effective_rank", "audit_max_dead_units",
        "audit_churn_rises"}
@@ -84,6 +85,34 @@ def checksum_list(tree: Any) -> list[list[int]]:
 
 
 # ---- what is saved ----------------------------------------------------------------------------
+def _is_empty(x: Any) -> bool:
+    return x is not None and int(np.prod(x.shape)) == 0
+
+
+def drop_empty(tree: Any) -> Any:
+    """`tree` with zero-size leaves (e.g. MJX's `physics.act` for actuators without activation
+    state) replaced by None: orbax refuses to write them, and they carry no data — their
+    shape and dtype come back from the restore template (`refill_empty`)."""
+    return jax.tree.map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def refill_empty(restored: Any, template: Any) -> Any:
+    """`restored` (the output of restoring a `drop_empty` tree) with the zero-size leaves of
+    `template` (arrays or ShapeDtypeStructs, with shardings where given) rebuilt as zeros."""
+
+    def rebuild(x: Any) -> Any:
+        sharding = getattr(x, "sharding", None)
+        zeros = np.zeros(x.shape, x.dtype)
+        return jax.device_put(zeros, sharding) if sharding is not None else jnp.asarray(zeros)
+
+    marked = jax.tree.map(lambda x: rebuild(x) if _is_empty(x) else None, template)
+    # Both trees have the template's structure once None is treated as a leaf.
+    return jax.tree.map(
+        lambda empty, value: value if empty is None else empty,
+        marked, restored, is_leaf=lambda x: x is None,
+    )
+
+
 def saved_fields(state: Any, include_replay: bool) -> dict[str, Any]:
     """The TrainState fields that go into a checkpoint, as a dict (replay optional)."""
     return {
@@ -133,7 +162,7 @@ class Checkpointer:
     def save(self, epoch: int, state: Any, meta: dict[str, Any], include_replay: bool) -> None:
         """Checkpoint `state` after `epoch` completed epochs. `meta` is stored as JSON with the
         checksum of the saved arrays added."""
-        item = saved_fields(state, include_replay)
+        item = drop_empty(saved_fields(state, include_replay))
         meta = {
             **meta,
             "format": FORMAT_VERSION,
@@ -164,31 +193,33 @@ class Checkpointer:
         target = saved_fields(template, meta["has_replay"])
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-            target,
+            drop_empty(target),
         )
         item = self.manager.restore(
             epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
         )["state"]
         if checksum_list(item) != meta["checksum"]:
             raise CheckpointError(f"checkpoint {epoch}: checksum mismatch (data damaged)")
-        return item, meta
+        return refill_empty(item, target), meta
 
     def restore_subtree(self, epoch: int, target: dict[str, Any]) -> dict[str, Any]:
         """Only the saved fields named in `target` (nested dicts of ShapeDtypeStructs, e.g.
         {"agent": {"actor_params": ...}}) of checkpoint `epoch`: the rest (replay, optimiser
         states) is not read. Not checksummed (the checksum covers the whole state)."""
-        return self.manager.restore(
+        present = drop_empty(target)
+        restored = self.manager.restore(
             epoch,
             args=ocp.args.Composite(
                 state=ocp.args.PyTreeRestore(
-                    item=target,
+                    item=present,
                     restore_args=jax.tree.map(
-                        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target
+                        lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), present
                     ),
                     partial_restore=True,
                 )
             ),
         )["state"]
+        return refill_empty(restored, target)
 
     def restore_latest(self, template: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """The newest checkpoint that loads and verifies. Damaged newer ones are moved to

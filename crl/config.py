@@ -67,6 +67,11 @@ class TrainConfig:
     matmul_dtype: MatmulDtype = "float32"
     """bfloat16: Dense matmuls in bf16 with f32 accumulation; params, LayerNorm and losses stay f32."""
     num_eval_envs: int = 64
+    eval_env: str | None = None
+    """Registered env to evaluate on (same observation/goal/action sizes as `env`); None = the
+    paper's evaluation variant `{env}_eval` where one is registered, else `env`."""
+    score_window: int = 5
+    """The run's score (summary time_at_goal) is the mean of its last this-many evaluations."""
     out_dir: str = "runs"
     run_name: str | None = None
     """Run directory name under out_dir; None builds one from env, depth, seed and time."""
@@ -182,6 +187,11 @@ def validate(config: TrainConfig) -> None:
         envs.check_name(config.env)
     except envs.UnknownEnvError as e:
         raise ConfigError(f"env: {e}") from None
+    if config.eval_env is not None:
+        try:
+            envs.check_name(config.eval_env)
+        except envs.UnknownEnvError as e:
+            raise ConfigError(f"eval_env: {e}") from None
     for field in ("depth", "actor_depth", "critic_depth"):
         value = getattr(config, field)
         if value is not None:
@@ -192,7 +202,7 @@ def validate(config: TrainConfig) -> None:
     for field in (
         "num_seeds", "total_env_steps", "num_epochs", "num_envs", "unroll_length", "batch_size",
         "num_sgd_batches", "replay_size", "min_replay_size", "width", "repr_size",
-        "num_eval_envs",
+        "num_eval_envs", "score_window",
     ):
         require(getattr(config, field) >= 1, f"{field} must be >= 1, got {getattr(config, field)}")
     require(config.batch_size >= 2, f"batch_size must be >= 2 (InfoNCE needs negatives), got {config.batch_size}")

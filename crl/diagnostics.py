@@ -291,11 +291,7 @@ def measure(
     rng, batch_rng, actor_rng = jax.random.split(diag.rng, 3)
 
     now, future, _ = buffer.sample_with_future(
-        train_state.replay,
-        batch_rng,
-        config.batch_size,
-        config.discount,
-        trainer.env.episode_length,
+        train_state.replay, batch_rng, config.batch_size, config.discount
     )
     batch = Batch(
         state=now["state"], action=now["action"], goal=trainer.env.achieved_goal(future["state"])

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crl import audit, checkpoint, diagnostics, distributed, guard, tracking
+from crl import audit, checkpoint, diagnostics, distributed, guard, scores, tracking
 from crl import run_dir as run_dir_lib
 from crl.config import TrainConfig, validate
 from crl.train import make_trainer
@@ -50,6 +50,7 @@ def train(
     trainer = make_trainer(config, mesh)
     env = trainer.env
     resolved = {
+        "eval_env": trainer.evaluation_env.name,
         "episode_length": env.episode_length,
         "state_size": env.state_size,
         "goal_size": env.goal_size,
@@ -193,7 +194,8 @@ def train(
             )
 
     final_rows = rows[-config.num_seeds :]
-    final_tag = [r["eval/time_at_goal"] for r in final_rows]
+    # The score: per seed, the mean of the last score_window evaluations (crl.scores).
+    final_tag = scores.scores_per_seed(rows, [int(s) for s in seeds], config.score_window)
     wall = final_rows[0]["wall_time"]
     summary = {
         "run_dir": str(run_dir),
@@ -205,8 +207,11 @@ def train(
         "init_seconds": init_seconds,
         "train_seconds": wall,
         "env_steps_per_second": config.num_seeds * final_rows[0]["env_steps"] / (wall + init_seconds),
+        "eval_env": trainer.evaluation_env.name,
+        "score_window": config.score_window,
         "time_at_goal": float(np.mean(final_tag)),
         "time_at_goal_per_seed": final_tag,
+        "last_eval_time_at_goal": float(np.mean([r["eval/time_at_goal"] for r in final_rows])),
         "success": float(np.mean([r["eval/success"] for r in final_rows])),
         "final_distance": float(np.mean([r["eval/final_distance"] for r in final_rows])),
         "random_time_at_goal": random_time_at_goal,

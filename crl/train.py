@@ -17,7 +17,7 @@ from flax import struct
 import envs
 from crl import buffer, diagnostics
 from crl.agent import AgentState, Batch, CRLAgent
-from crl.config import TrainConfig
+from crl.config import ConfigError, TrainConfig
 from crl.distributed import constrain_leading
 from crl.guard import nonfinite_flags
 from envs import vector
@@ -34,10 +34,33 @@ class TrainState:
     iteration: jax.Array  # int32, training iterations done
 
 
-def make_env(config: TrainConfig) -> GoalEnv:
-    """The configured environment, with the episode-length override applied."""
+def make_env(config: TrainConfig, name: str | None = None) -> GoalEnv:
+    """The configured environment (or the registered env `name`), with the episode-length
+    override applied."""
     overrides = {} if config.episode_length is None else {"episode_length": config.episode_length}
-    return envs.make(config.env, **overrides)
+    return envs.make(name or config.env, **overrides)
+
+
+def eval_env_name(config: TrainConfig) -> str:
+    """The env evaluations run on: `config.eval_env`, or by default the paper's evaluation
+    variant of the training env (`{env}_eval`) where one is registered, else the training env."""
+    return config.eval_env or envs.registry.default_eval_env(config.env)
+
+
+def make_eval_env(config: TrainConfig, env: GoalEnv) -> GoalEnv:
+    """The evaluation env; ConfigError unless its observation, goal and action sizes are the
+    training env's (the same policy acts on both)."""
+    name = eval_env_name(config)
+    if name == env.name:
+        return env
+    eval_env = make_env(config, name)
+    for size in ("state_size", "goal_size", "action_size"):
+        if getattr(eval_env, size) != getattr(env, size):
+            raise ConfigError(
+                f"eval_env: {name!r} has {size} {getattr(eval_env, size)}, but the training "
+                f"env {env.name!r} has {getattr(env, size)}; they must match"
+            )
+    return eval_env
 
 
 def make_agent(config: TrainConfig, env: GoalEnv) -> CRLAgent:
@@ -69,6 +92,12 @@ class Trainer:
     agent: CRLAgent
     mesh: Mesh | None = None
     """Devices to split envs and SGD batches over (crl.distributed); None = no constraints."""
+    eval_env: GoalEnv | None = None
+    """The env `evaluate` runs on (same sizes as `env`); None = `env`."""
+
+    @property
+    def evaluation_env(self) -> GoalEnv:
+        return self.eval_env or self.env
 
     # ---- pieces ---------------------------------------------------------------------------------
     def split_obs(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -105,11 +134,7 @@ class Trainer:
     def sample_batch(self, replay: buffer.ReplayState, rng: jax.Array) -> Batch:
         """A batch of stored (s, a) with goals relabelled from the same episode's future."""
         now, future, _ = buffer.sample_with_future(
-            replay,
-            rng,
-            self.config.batch_size,
-            self.config.discount,
-            self.env.episode_length,
+            replay, rng, self.config.batch_size, self.config.discount
         )
         batch = Batch(
             state=now["state"], action=now["action"], goal=self.env.achieved_goal(future["state"])
@@ -199,37 +224,46 @@ class Trainer:
     def evaluate(
         self, actor_params: dict, rng: jax.Array, random_policy: bool = False
     ) -> dict[str, jax.Array]:
-        """One full episode on `num_eval_envs` fresh envs with the deterministic policy (or a
-        uniformly random one, the baseline). time_at_goal counts the steps within the goal
-        radius; success is the fraction of envs that reached it at least once."""
+        """One episode on each of `num_eval_envs` fresh eval envs with the deterministic policy
+        (or a uniformly random one, the baseline). Only each env's first episode counts (as in
+        the references): time_at_goal is its number of steps within the goal radius, success
+        whether it reached the goal at all, final_distance the distance at its last step.
+        Early termination ends it before the time limit; later episodes are not counted."""
+        env = self.evaluation_env
         reset_rng, action_rng = jax.random.split(rng)
-        env_state = jax.vmap(self.env.reset)(
-            jax.random.split(reset_rng, self.config.num_eval_envs)
-        )
+        env_state = jax.vmap(env.reset)(jax.random.split(reset_rng, self.config.num_eval_envs))
         env_state = constrain_leading(env_state, self.mesh)
 
         def one_step(env_state: EnvState, step_rng: jax.Array):
             if random_policy:
                 action = jax.random.uniform(
-                    step_rng, (self.config.num_eval_envs, self.env.action_size), minval=-1, maxval=1
+                    step_rng, (self.config.num_eval_envs, env.action_size), minval=-1, maxval=1
                 )
             else:
                 state, goal = self.split_obs(env_state.obs)
                 action = self.agent.act(actor_params, state, goal, None)
-            env_state = jax.vmap(self.env.step)(env_state, action)
-            return env_state, env_state.metrics
+            env_state = jax.vmap(env.step)(env_state, action)
+            return env_state, (env_state.metrics, env_state.done)
 
-        rngs = jax.random.split(action_rng, self.env.episode_length)
-        _, metrics = jax.lax.scan(one_step, env_state, rngs)
-        at_goal = metrics["at_goal"]  # [episode_length, num_eval_envs]
+        rngs = jax.random.split(action_rng, env.episode_length)
+        _, (metrics, done) = jax.lax.scan(one_step, env_state, rngs)
+        # Steps up to and including the first done (the first episode ends by then at the
+        # latest: the time limit is episode_length steps); [episode_length, num_eval_envs].
+        first = (jnp.cumsum(done, axis=0) - done) == 0
+        at_goal = metrics["at_goal"] * first
+        last = jnp.argmax(done, axis=0)  # the first episode's last step
+        distance = metrics["distance"]
         return {
             "time_at_goal": jnp.mean(jnp.sum(at_goal, axis=0)),
             "success": jnp.mean(jnp.max(at_goal, axis=0)),
-            "final_distance": jnp.mean(metrics["distance"][-1]),
-            "min_distance": jnp.mean(jnp.min(metrics["distance"], axis=0)),
+            "final_distance": jnp.mean(jnp.take_along_axis(distance, last[None], axis=0)[0]),
+            "min_distance": jnp.mean(jnp.min(jnp.where(first, distance, jnp.inf), axis=0)),
         }
 
 
 def make_trainer(config: TrainConfig, mesh: Mesh | None = None) -> Trainer:
     env = make_env(config)
-    return Trainer(config=config, env=env, agent=make_agent(config, env), mesh=mesh)
+    return Trainer(
+        config=config, env=env, agent=make_agent(config, env), mesh=mesh,
+        eval_env=make_eval_env(config, env),
+    )

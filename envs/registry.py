@@ -68,3 +68,30 @@ def make(name: str, **overrides: Any) -> GoalEnv:
     env = factory(**overrides)
     env.name = name
     return env
+
+
+def register(name: str, factory: str) -> None:
+    """Add `name` → factory ("module:callable", imported when the env is made). Refuses to
+    replace a registered name (unregister it first)."""
+    if name in _FACTORIES:
+        raise ValueError(f"env {name!r} is already registered ({_FACTORIES[name]})")
+    if factory.count(":") != 1:
+        raise ValueError(f"factory must be 'module:callable', got {factory!r}")
+    _FACTORIES[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name (e.g. one a test registered)."""
+    check_name(name)
+    del _FACTORIES[name]
+
+
+EVAL_SUFFIX = "_eval"
+
+
+def default_eval_env(name: str) -> str:
+    """The env `name` is evaluated on by default: the paper's evaluation variant
+    `{name}_eval` where one is registered, else `name` itself."""
+    check_name(name)
+    candidate = name + EVAL_SUFFIX
+    return candidate if candidate in _FACTORIES else name

@@ -38,6 +38,7 @@ from rich.table import Table
 from crl import audit
 from crl import run_dir as run_dir_lib
 from crl.config import ConfigError, TrainConfig
+from crl.scores import SCORE_WINDOW
 from experiments.depth_sweep import (
     GridPoint, check_depths, count_parameters, record_points, run_sweep, summary_table,
 )
@@ -146,7 +147,7 @@ def last_audit(run_dir: str | Path) -> dict[int, list[str]]:
     return {int(r["seed"]): list(r[audit.WARNINGS_KEY]) for _, r in last.iterrows()}
 
 
-def stability_table(sweep_dir: str | Path, final_epochs: int = 5) -> pd.DataFrame:
+def stability_table(sweep_dir: str | Path, final_epochs: int = SCORE_WINDOW) -> pd.DataFrame:
     """One row per (depth, variant): final time at goal (mean ± s.e. over seeds of each seed's
     mean over its last `final_epochs` evaluations), seeds, and for each audit rule the number of
     seeds for which it fired at the last log point."""
@@ -242,7 +243,7 @@ class AblationOptions:
     shard_index: int = 0
     num_shards: int = 1
     final_epochs: int | None = None
-    """Evaluations averaged for the final score; default 1 (architecture) or 5 (stability)."""
+    """Evaluations averaged for the final score (default: the paper's last 5, crl.scores)."""
     figure: str | None = None
     """stability study: also save its figure here."""
     quiet: bool = False
@@ -268,7 +269,7 @@ def run_command(options: AblationOptions, base: TrainConfig) -> dict[str, pd.Dat
     print one summary table each."""
     stability = options.study == "stability"
     depths = options.depths or (STABILITY_DEPTHS if stability else (4, 16, 32, 64))
-    final_epochs = options.final_epochs or (5 if stability else 1)
+    final_epochs = options.final_epochs or SCORE_WINDOW
     check_depths({"depths": depths})
     if final_epochs < 1:
         raise ConfigError(f"final_epochs must be >= 1, got {final_epochs}")

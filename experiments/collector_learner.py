@@ -37,7 +37,8 @@ from crl import tracking
 from crl.agent import AgentState, Batch, CRLAgent
 from crl.config import ConfigError, TrainConfig, validate
 from crl.run import per_seed
-from crl.train import Trainer, make_agent, make_env
+from crl.scores import SCORE_WINDOW, final_score
+from crl.train import Trainer, make_agent, make_env, make_eval_env
 from experiments.depth_sweep import (
     RESULTS_FILE, _atomic_write, check_depths, config_columns, count_parameters, order_columns,
     run_status, summary_table,
@@ -118,7 +119,7 @@ def make_group_trainer(config: TrainConfig, learner_depths: tuple[int, ...]) -> 
         collector=make_agent(config, env),
         learners=tuple(make_agent(learner_config(config, d), env) for d in learner_depths),
     )
-    return Trainer(config=config, env=env, agent=group)
+    return Trainer(config=config, env=env, agent=group, eval_env=make_eval_env(config, env))
 
 
 def member_trainer(trainer: Trainer, agent: CRLAgent) -> Trainer:
@@ -145,6 +146,7 @@ def run_collector_learner(
     resolved = {
         "learner_depths": list(learner_depths),
         "episode_length": trainer.env.episode_length,
+        "eval_env": trainer.evaluation_env.name,
         "iterations_per_epoch": config.iterations_per_epoch,
         "devices": [str(d) for d in jax.devices()],
     }
@@ -209,16 +211,20 @@ def run_collector_learner(
                 console.print(f"epoch {epoch + 1}/{config.num_epochs}  {steps:,} steps  time at goal  {scores}")
 
     final = [r for r in rows if r["epoch"] == config.num_epochs - 1]
+    # Each agent's score: per seed, the mean of its last score_window evaluations (crl.scores).
+    score = lambda i: float(np.mean([
+        final_score([r["eval/time_at_goal"] for r in sorted(rows, key=lambda r: r["epoch"])
+                     if r["agent"] == i and r["seed"] == seed], config.score_window)
+        for seed in sorted({r["seed"] for r in rows})
+    ]))
     loggers.finish({
         "run_dir": str(run_dir),
         "collector_depth": config.depth,
         "learner_depths": list(learner_depths),
         "env_steps": final[0]["env_steps"],
         "train_seconds": time.perf_counter() - start,
-        "time_at_goal": {
-            f"{c['role']}_d{c['depth']}": float(np.mean([r["eval/time_at_goal"] for r in final if r["agent"] == i]))
-            for i, c in enumerate(describe)
-        },
+        "eval_env": trainer.evaluation_env.name,
+        "time_at_goal": {f"{c['role']}_d{c['depth']}": score(i) for i, c in enumerate(describe)},
     })
     return pd.DataFrame(rows)
 
@@ -245,8 +251,8 @@ class CollectorLearnerOptions:
 
     collector_depths: tuple[int, ...] = (32, 4)
     learner_depths: tuple[int, ...] = (32, 4)
-    final_epochs: int = 1
-    """Epochs averaged for the final time at goal in the summary."""
+    final_epochs: int = SCORE_WINDOW
+    """Epochs averaged for the final time at goal in the summary (the paper: the last 5)."""
     quiet: bool = False
 
 

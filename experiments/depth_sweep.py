@@ -37,6 +37,7 @@ from rich.table import Table
 from crl import run_dir as run_dir_lib
 from crl.config import ConfigError, TrainConfig, validate
 from crl.networks import check_depth
+from crl.scores import SCORE_WINDOW
 
 RUNS_SUBDIR = "runs"
 RESULTS_FILE = "results.csv"
@@ -311,7 +312,7 @@ def write_table(sweep_dir: str | Path) -> pd.DataFrame:
     return table
 
 
-def summary_table(table: pd.DataFrame, final_epochs: int = 1, title: str = "") -> Table:
+def summary_table(table: pd.DataFrame, final_epochs: int = SCORE_WINDOW, title: str = "") -> Table:
     """Rich table of final time at goal (mean ± s.e. over seeds) per configuration."""
     from experiments.plots import final_performance, varying_columns
 
@@ -356,7 +357,7 @@ class SweepOptions:
     """This process trains grid points shard_index, shard_index + num_shards, ..."""
     num_shards: int = 1
     """Number of processes (devices or hosts) the grid is split over."""
-    final_epochs: int = 1
+    final_epochs: int = SCORE_WINDOW
     """Epochs averaged for the final time at goal in the summary (the paper uses the last 5)."""
     figure: str | None = None
     """Also save the depth figure (time at goal vs env steps per depth; final vs depth) here."""

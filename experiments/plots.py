@@ -10,7 +10,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-METRIC = "eval/time_at_goal"
+from crl.scores import METRIC, SCORE_WINDOW, table_scores
+
 # Columns that describe a configuration; the ones that vary within a table are its group keys.
 CONFIG_COLUMNS = [
     "variant", "role", "collector_depth", "env", "depth", "actor_depth", "critic_depth",
@@ -49,21 +50,17 @@ def varying_columns(table: pd.DataFrame, candidates: Sequence[str] = CONFIG_COLU
 
 
 def final_per_seed(
-    table: pd.DataFrame, by: Sequence[str], final_epochs: int = 1, metric: str = METRIC
+    table: pd.DataFrame, by: Sequence[str], final_epochs: int = SCORE_WINDOW, metric: str = METRIC
 ) -> pd.DataFrame:
-    """Per (config, seed): `metric` averaged over the last `final_epochs` epochs of that run."""
+    """Per (config, seed): `metric` averaged over the last `final_epochs` epochs of that run
+    (crl.scores: the paper's score is the mean of the last 5 evaluations)."""
     if final_epochs < 1:
         raise ValueError(f"final_epochs must be >= 1, got {final_epochs}")
-    keys = [*by, "seed"]
-    last_epoch = table.groupby(list(by) + ["run"], dropna=False)["epoch"].transform("max")
-    recent = table[table["epoch"] > last_epoch - final_epochs]
-    return recent.groupby(keys, dropna=False).agg(
-        value=(metric, "mean"), env_steps=("env_steps", "max")
-    ).reset_index()
+    return table_scores(table, by, final_epochs, metric)
 
 
 def final_performance(
-    table: pd.DataFrame, by: Sequence[str] = ("depth",), final_epochs: int = 1, metric: str = METRIC
+    table: pd.DataFrame, by: Sequence[str] = ("depth",), final_epochs: int = SCORE_WINDOW, metric: str = METRIC
 ) -> pd.DataFrame:
     """Per configuration: mean, standard error (std over seeds / √n; NaN for one seed), number
     of seeds and env steps of the final `metric` (averaged over the last `final_epochs`)."""
@@ -126,7 +123,7 @@ def plot_curves(table: pd.DataFrame, ax=None, by: Sequence[str] = ("depth",), me
 
 
 def plot_final_vs_depth(
-    table: pd.DataFrame, ax=None, final_epochs: int = 1, group: str | None = None,
+    table: pd.DataFrame, ax=None, final_epochs: int = SCORE_WINDOW, group: str | None = None,
     metric: str = METRIC, mark_critical: bool = True,
 ):
     """Final `metric` vs depth (log2 axis) with s.e. error bars, one line per value of `group`
@@ -183,7 +180,7 @@ def plot_bars(
     return ax
 
 
-def plot_collector_learner(table: pd.DataFrame, ax=None, final_epochs: int = 1):
+def plot_collector_learner(table: pd.DataFrame, ax=None, final_epochs: int = SCORE_WINDOW):
     """The 2×2: final time at goal of the deep/shallow learners (and the collectors themselves)
     grouped by collector depth."""
     import matplotlib.pyplot as plt
@@ -197,7 +194,7 @@ def plot_collector_learner(table: pd.DataFrame, ax=None, final_epochs: int = 1):
     return ax
 
 
-def depth_threshold_figure(table: pd.DataFrame, path: str | Path | None = None, final_epochs: int = 1,
+def depth_threshold_figure(table: pd.DataFrame, path: str | Path | None = None, final_epochs: int = SCORE_WINDOW,
                            title: str = ""):
     """Two panels — time at goal vs env steps per depth, and final time at goal vs depth with the
     critical depth marked; saved to `path` when given. Returns the figure."""
@@ -215,7 +212,7 @@ def depth_threshold_figure(table: pd.DataFrame, path: str | Path | None = None, 
     return fig
 
 
-def plot_final_vs_params(table: pd.DataFrame, ax=None, final_epochs: int = 1, group: str = "variant"):
+def plot_final_vs_params(table: pd.DataFrame, ax=None, final_epochs: int = SCORE_WINDOW, group: str = "variant"):
     """Width vs depth: final time at goal against parameter count (log axis), one line per
     `group` value ("deeper" at fixed width vs "wider" at depth 4)."""
     import matplotlib.pyplot as plt
@@ -236,7 +233,7 @@ def plot_final_vs_params(table: pd.DataFrame, ax=None, final_epochs: int = 1, gr
     return ax
 
 
-def plot_actor_critic_grid(table: pd.DataFrame, ax=None, final_epochs: int = 1):
+def plot_actor_critic_grid(table: pd.DataFrame, ax=None, final_epochs: int = SCORE_WINDOW):
     """Heatmap of final time at goal over actor depth (rows) × critic depth (columns)."""
     import matplotlib.pyplot as plt
 
@@ -254,7 +251,7 @@ def plot_actor_critic_grid(table: pd.DataFrame, ax=None, final_epochs: int = 1):
     return ax
 
 
-def plot_ablation(name: str, table: pd.DataFrame, ax=None, final_epochs: int = 1):
+def plot_ablation(name: str, table: pd.DataFrame, ax=None, final_epochs: int = SCORE_WINDOW):
     """The natural plot of one ablation sweep (see experiments.ablations.GRIDS)."""
     if name == "width_vs_depth":
         return plot_final_vs_params(table, ax, final_epochs)
@@ -278,7 +275,7 @@ def ablation_tables(ablations_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def behaviour_strip(sweep_dir: str | Path, table: pd.DataFrame, frames: int = 5,
-                    final_epochs: int = 1):
+                    final_epochs: int = SCORE_WINDOW):
     """Behaviour against depth: one row per grid point filmed by `crl sweep --render-final`
     (SWEEP_DIR/videos/<run>.gif), `frames` evenly spaced frames of its final policy's episode,
     labelled with the depth and final time at goal. None when the sweep has no videos."""

@@ -42,9 +42,9 @@ def test_add_wraps_the_ring():
 def test_goals_come_from_the_same_episode_and_a_later_step():
     length = 9  # short episodes: many samples sit at episode ends
     state = fill(episode_length=length, num_envs=4, capacity=50, total_steps=130, unroll=10)
-    sample = jax.jit(buffer.sample_with_future, static_argnums=(2, 3, 4))
+    sample = jax.jit(buffer.sample_with_future, static_argnums=(2, 3))
     for seed in range(5):
-        now, future, offsets = sample(state, jax.random.PRNGKey(seed), 2048, 0.7, length)
+        now, future, offsets = sample(state, jax.random.PRNGKey(seed), 2048, 0.7)
         now, future = np.asarray(now["state"]), np.asarray(future["state"])
         np.testing.assert_array_equal(now[:, 0], future[:, 0])  # same episode
         np.testing.assert_array_equal(now[:, 2], future[:, 2])  # same env
@@ -60,8 +60,8 @@ def test_offsets_follow_a_geometric_distribution():
     # for the few samples near an episode end), so Δ ~ Geometric(1 − γ) on {1, 2, ...}.
     length = 2000
     state = fill(episode_length=length, num_envs=8, capacity=4000, total_steps=4000, unroll=500)
-    now, _, offsets = jax.jit(buffer.sample_with_future, static_argnums=(2, 3, 4))(
-        state, jax.random.PRNGKey(0), 20000, gamma, length
+    now, _, offsets = jax.jit(buffer.sample_with_future, static_argnums=(2, 3))(
+        state, jax.random.PRNGKey(0), 20000, gamma
     )
     remaining = np.minimum(length - 1 - np.asarray(now["step"]), 3999)
     offsets = np.asarray(offsets)[remaining > 200]  # drop the few truncated samples
@@ -82,3 +82,82 @@ def test_truncated_geometric_respects_the_bound():
     assert jnp.all(ones == 1)
     # With bound 2 and γ = 0.99 the two offsets are nearly equally likely: P(1) = 1/(1+γ).
     assert float(jnp.mean(offsets[bound == 2] == 1)) == pytest.approx(1 / 1.99, abs=0.03)
+
+
+def fill_random_episodes(num_envs: int, capacity: int, total_steps: int, unroll: int,
+                         max_length: int, seed: int = 0, min_length: int = 1):
+    """Like `fill`, but every episode has a random length in [min_length, max_length] (as with
+    early termination); 'state' rows record (episode id, step, env, time step). Also returns,
+    per [time step, env], the last time step of that episode."""
+    rng = np.random.default_rng(seed)
+    episode, step, last = (np.zeros((total_steps, num_envs), int) for _ in range(3))
+    for env in range(num_envs):
+        t, eid = 0, env * 10_000
+        while t < total_steps:
+            length = int(rng.integers(min_length, max_length + 1))
+            end = min(t + length, total_steps)
+            episode[t:end, env], step[t:end, env], last[t:end, env] = eid, np.arange(end - t), t + length - 1
+            t, eid = end, eid + 1
+    envs = np.broadcast_to(np.arange(num_envs), (total_steps, num_envs))
+    times = np.broadcast_to(np.arange(total_steps)[:, None], (total_steps, num_envs))
+    state = buffer.init(
+        {"state": jnp.zeros((num_envs, 4)), "step": jnp.zeros((num_envs,), jnp.int32)}, capacity
+    )
+    for start in range(0, total_steps, unroll):
+        rows = slice(start, start + unroll)
+        record = np.stack([episode[rows], step[rows], envs[rows], times[rows]], -1)
+        chunk = {"state": jnp.asarray(record, jnp.float32), "step": jnp.asarray(step[rows], jnp.int32)}
+        state = buffer.add(state, chunk)
+    return state, last
+
+
+def test_episode_end_finds_the_last_stored_row_of_random_length_episodes():
+    total, capacity = 130, 50
+    state, last = fill_random_episodes(3, capacity, total, 10, max_length=12)
+    first_time = total - capacity  # time step of logical row 0
+    rows, envs = np.meshgrid(np.arange(capacity), np.arange(3), indexing="ij")
+    found = np.asarray(buffer.episode_end(state, jnp.asarray(rows), jnp.asarray(envs)))
+    expected = np.minimum(last[first_time:], total - 1) - first_time  # newest episodes: cut
+    np.testing.assert_array_equal(found, expected)
+
+
+@pytest.mark.parametrize("min_length", [2, 1])
+def test_variable_length_episodes_never_relabel_across_episodes(min_length):
+    state, _ = fill_random_episodes(4, 60, 170, 10, max_length=9, min_length=min_length)
+    sample = jax.jit(buffer.sample_with_future, static_argnums=(2, 3))
+    for seed in range(5):
+        now, future, offsets = sample(state, jax.random.PRNGKey(seed), 2048, 0.8)
+        now, future = np.asarray(now["state"]), np.asarray(future["state"])
+        offsets = np.asarray(offsets)
+        assert np.all(offsets >= 1)
+        np.testing.assert_array_equal(now[:, 2], future[:, 2])  # same env
+        np.testing.assert_array_equal(future[:, 3] - now[:, 3], offsets)  # Δ time steps later
+        same = now[:, 0] == future[:, 0]
+        if min_length == 2:  # every stored episode but the oldest has a future
+            assert np.all(same)
+        else:  # one-step episodes have none: only the rare fallback may cross
+            assert np.mean(same) > 0.999
+
+
+def test_variable_length_offsets_follow_the_truncated_geometric():
+    """Offsets match the mixture of geometric(1 − γ) laws truncated at each sample's own episode
+    end (chi-square; expected counts from the true remaining steps of every sample)."""
+    gamma, total, capacity, num_envs = 0.8, 3000, 1000, 8
+    state, last = fill_random_episodes(num_envs, capacity, total, 100, max_length=40, seed=3)
+    now, _, offsets = jax.jit(buffer.sample_with_future, static_argnums=(2, 3))(
+        state, jax.random.PRNGKey(0), 50_000, gamma
+    )
+    now, offsets = np.asarray(now["state"]).astype(int), np.asarray(offsets)
+    times, env = now[:, 3], now[:, 2]
+    remaining = np.minimum(last[times, env], total - 1) - times
+    assert remaining.min() >= 1 and np.all(offsets <= remaining)
+    bins = np.arange(1, 16)
+    # P(Δ = k | M) = (1 − γ) γ^(k−1) / (1 − γ^M) for k ≤ M.
+    p = np.where(
+        bins[None, :] <= remaining[:, None],
+        (1 - gamma) * gamma ** (bins[None, :] - 1) / (1 - gamma ** remaining[:, None]),
+        0.0,
+    )
+    expected = np.append(p.sum(0), len(offsets) - p.sum())
+    observed = np.array([np.sum(offsets == k) for k in bins] + [np.sum(offsets > bins[-1])])
+    assert stats.chisquare(observed, expected).pvalue > 0.001
