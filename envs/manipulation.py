@@ -3,7 +3,8 @@
 The arm is `envs.arm_model` (4 joints + a two-finger gripper, MuJoCo primitives); the tasks follow
 the JaxGCRL manipulation suite (Bortkiewicz et al. 2024) in spirit, with their facts where they
 carry over: absolute joint-angle servo targets as actions, 4 arm actions (+1 gripper), an agent
-step of 0.05 s, a 0.1 m success radius for cube goals, 100/150-step episodes.
+step of 0.05 s, a 0.1 m success radius for cube goals, and 1000-step episodes (the scaling-crl
+training script's time limit for every env, so scores are out of 1000).
 
 Actions, in [-1, 1]: a[0:4] → servo targets spanning each arm joint's range (`ARM_RANGES`);
 a[4] (not in reach) → both fingers' targets, -1 fully open, +1 closed (squeezing, capped at
@@ -21,18 +22,18 @@ z = CUBE_HALF = 0.025); start: arm at the 'ready' pose (grip 0.2 m above (0.42, 
 fingers open, cube at rest with its faces turned toward the robot:
   arm_reach: goal uniform in the box [0.25, 0.55] × [-0.25, 0.25] × [0.05, 0.4] (every point
     reachable with the hand pointing down); radius 0.05 (a 0.1 ball would fill ~8% of that box,
-    which a random arm hits often); 100 steps.
+    which a random arm hits often).
   arm_push_easy: cube in (0.42, -0.1) ± 0.05, goal on the table in (0.42, 0.1) ± 0.05 (adjacent
-    patches), at least 0.12 away; radius 0.1; 150 steps.
+    patches), at least 0.12 away; radius 0.1.
   arm_push_hard: cube and goal both anywhere in [0.3, 0.55] × [-0.25, 0.25], at least 0.15
-    apart; radius 0.1; 150 steps.
+    apart; radius 0.1.
   arm_binpick_easy / _hard: two bins (walls 7 cm high) side by side along y; the cube starts
     anywhere on the source bin's floor, the goal is on the target bin's floor, within ±0.02 of
-    its centre (easy) or anywhere on it (hard, ±0.07); radius 0.1; 150 steps. The cube must be
+    its centre (easy) or anywhere on it (hard, ±0.07); radius 0.1. The cube must be
     lifted over the divider.
   arm_grasp: cube in [0.32, 0.52] × [-0.15, 0.15]; goal above the same patch at z in [0.1, 0.3];
     radius 0.05, so a cube lying on the table (z = 0.025) is never at the goal: it must be
-    picked up and held; 150 steps.
+    picked up and held.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class ArmTaskConfig:
     """
 
     task: str  # 'reach' | 'push' | 'binpick' | 'grasp'
-    episode_length: int = 150
+    episode_length: int = 1000
     goal_radius: float = 0.1
     n_frames: int = 10  # physics steps (of arm_model.TIMESTEP) per agent step
     cube_low: tuple[float, float] = (0.37, -0.15)
@@ -224,31 +225,31 @@ def _task_defaults() -> dict[str, dict[str, Any]]:
     hard_lo, hard_hi = _bin_box(_BINS.target_center, _BIN_SPREAD)
     return {
         "reach": dict(
-            task="reach", episode_length=100, goal_radius=0.05,
+            task="reach", episode_length=1000, goal_radius=0.05,
             goal_low=(0.25, -0.25, 0.05), goal_high=(0.55, 0.25, 0.4),
         ),
         "push_easy": dict(
-            task="push", episode_length=150, goal_radius=0.1,
+            task="push", episode_length=1000, goal_radius=0.1,
             cube_low=(0.37, -0.15), cube_high=(0.47, -0.05),
             goal_low=(0.37, 0.05, _Z), goal_high=(0.47, 0.15, _Z), min_goal_distance=0.12,
         ),
         "push_hard": dict(
-            task="push", episode_length=150, goal_radius=0.1,
+            task="push", episode_length=1000, goal_radius=0.1,
             cube_low=(0.3, -0.25), cube_high=(0.55, 0.25),
             goal_low=(0.3, -0.25, _Z), goal_high=(0.55, 0.25, _Z), min_goal_distance=0.15,
         ),
         "binpick_easy": dict(
-            task="binpick", episode_length=150, goal_radius=0.1,
+            task="binpick", episode_length=1000, goal_radius=0.1,
             cube_low=src_lo, cube_high=src_hi,
             goal_low=(*easy_lo, _Z), goal_high=(*easy_hi, _Z),
         ),
         "binpick_hard": dict(
-            task="binpick", episode_length=150, goal_radius=0.1,
+            task="binpick", episode_length=1000, goal_radius=0.1,
             cube_low=src_lo, cube_high=src_hi,
             goal_low=(*hard_lo, _Z), goal_high=(*hard_hi, _Z),
         ),
         "grasp": dict(
-            task="grasp", episode_length=150, goal_radius=0.05,
+            task="grasp", episode_length=1000, goal_radius=0.05,
             cube_low=(0.32, -0.15), cube_high=(0.52, 0.15),
             goal_low=(0.32, -0.15, 0.1), goal_high=(0.52, 0.15, 0.3),
         ),

@@ -40,12 +40,12 @@ N = 2  # envs per batch
 COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 EXPECTED = {  # name: (state_size, goal_size, action_size, goal_radius, default episode_length)
-    "arm_reach": (11, 3, 4, 0.05, 100),
-    "arm_push_easy": (25, 3, 5, 0.1, 150),
-    "arm_push_hard": (25, 3, 5, 0.1, 150),
-    "arm_binpick_easy": (25, 3, 5, 0.1, 150),
-    "arm_binpick_hard": (25, 3, 5, 0.1, 150),
-    "arm_grasp": (25, 3, 5, 0.05, 150),
+    "arm_reach": (11, 3, 4, 0.05, 1000),
+    "arm_push_easy": (25, 3, 5, 0.1, 1000),
+    "arm_push_hard": (25, 3, 5, 0.1, 1000),
+    "arm_binpick_easy": (25, 3, 5, 0.1, 1000),
+    "arm_binpick_hard": (25, 3, 5, 0.1, 1000),
+    "arm_grasp": (25, 3, 5, 0.05, 1000),
     "reacher": (8, 2, 2, 0.05, 1000),
     "pusher": (21, 2, 7, 0.1, 1000),
 }
