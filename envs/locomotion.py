@@ -1,4 +1,4 @@
-"""Goal-conditioned locomotion with real rigid-body physics: brax's ant and humanoid reaching (x, y)
+"""Goal-conditioned locomotion with real rigid-body physics: brax's ant and humanoid reaching position
 goals in an open arena or in mazes, the ant moving a ball to a goal, and the ant pushing a block
 out of its way.
 
@@ -10,23 +10,28 @@ Physics: brax's pipelines (`spring` default, `positional`, `generalized`) or `mj
 `backend=`. Timesteps and frame skips follow brax's own ant/humanoid envs, so one agent step is
 0.05 s (ant) or 0.015 s (humanoid) on every backend. All contacts (also the spring/positional/
 generalized ones) come from mjx's collision functions, which support sphere/capsule vs box, so
-maze walls block the robot on every backend. For speed:
-  * only the robot geoms that matter touch the world, never each other (ant: torso sphere and
-    the 4 foot spheres; humanoid: trunk, head, hips, thighs, shins, hands and feet on the floor,
-    of which the walls stop the head, hands, feet, torso and hips: capsule-box contacts for the
-    limbs would cost ~2x the simulation time, and the rigid trunk stops the body anyway);
+maze walls block the robot on every backend. Robot geoms never touch each other (as in brax
+and the references). The humanoid's geoms all touch the floor and the walls, as in the
+references; for speed the ant's walls and floor see only its torso and 4 foot spheres (its leg
+capsules cannot reach a wall first). Also for speed:
   * wall cells that touch no free cell are visual only (they cannot be reached);
   * a broadphase (`max_geom_pairs`, mjx's own) keeps only the closest robot-wall pairs per
     geom-type group, so the cost does not grow with the size of the maze.
 
-Observation (state ⊕ goal), following JaxGCRL's choice of keeping the torso's x, y in the state:
+Observation (state ⊕ goal), as the references (which keep the torso's x, y in the state):
   ant:       qpos (15: torso xyz, torso quaternion, 8 joint angles) ⊕ qvel (14)      → 29
   ant_ball:  ant 29 ⊕ ball xyz (3) ⊕ ball linear velocity (3)                        → 35
   ant_push:  ant 29 ⊕ block xy (2) ⊕ block x velocity (1)                            → 32
-  humanoid:  qpos (24) ⊕ qvel (23)                                                    → 47
-The goal is an (x, y) position of the torso (state indices 0, 1), or of the ball for ant_ball
-(indices 29, 30). Episodes have a fixed length (no termination when the robot falls); the base
-class auto-resets with a fresh goal.
+  humanoid:  the references' 268: q (26) ⊕ qd (25) ⊕ per link (12) inertia about the centre
+             of mass (9) and mass ⊕ centre-of-mass velocity (6) ⊕ actuator forces (25); the
+             q/qd/links include the goal marker (a non-colliding sphere on two slide joints,
+             as in the references); `observation='qpos_qvel'`: robot qpos 24 ⊕ qvel 23 → 47
+The ant's goal is an (x, y) position of the torso (state indices 0, 1), or of the ball for
+ant_ball (indices 29, 30); the humanoid's is the torso's (x, y, z) with z = 1.25 (standing
+height), indices 0, 1, 2. An episode ends at its time limit or, by default, when the torso's
+height leaves [0.2, 1.0] (ant) / [1.0, 2.0] (humanoid) (`terminate_when_unhealthy=False` turns
+that off); the base class auto-resets with a fresh goal. Maze walls are half a cell high.
+See docs/environments.md for every fact against the authors' code.
 
 Goals and starts (numbers from the public JaxGCRL envs where they exist):
   ant:        start at the origin, goal on the circle of radius 10 around it.
@@ -36,7 +41,8 @@ Goals and starts (numbers from the public JaxGCRL envs where they exist):
   ant_ball:   ball at distance U(1, 2) from the ant, goal on the circle of radius 5.
   ant_push:   `PUSH_LAYOUT`: the block stands in the only gap towards the goal room and slides
               along x only, so the ant must push it sideways before it can pass.
-All starts add brax's reset noise to the joint positions and velocities.
+Ant starts add the references' reset noise (q ± U(0.1), qd 0.1·N(0, 1)); the humanoid starts
+without noise, as in the references.
 """
 
 from __future__ import annotations

@@ -190,9 +190,16 @@ def test_fall_ends_the_episode_and_can_be_switched_off():
 
 @pytest.mark.parametrize("name", ["arm_reach", "arm_push_easy", "arm_push_hard",
                                   "arm_binpick_easy", "arm_binpick_hard", "arm_grasp"])
-def test_arm_episodes_are_1000_steps(name):
+def test_arm_episodes_and_paper_like_observations(name):
     env = envs.make(name)
-    assert env.episode_length == 1000 and env.goal_indices == (0, 1, 2)
+    assert env.episode_length == 1000
+    # the paper's layouts with a 4-joint arm (paper: reach 13, cube tasks 17 with 7 joints)
+    if name == "arm_reach":
+        assert (env.state_size, env.goal_indices) == (10, (4, 5, 6))
+        assert envs.make(name, observation="full").state_size == 11
+    else:
+        assert (env.state_size, env.goal_indices) == (14, (0, 1, 2))
+        assert envs.make(name, observation="full").state_size == 25
 
 
 def test_marker_helper_builds_a_non_colliding_slider():
