@@ -1,4 +1,4 @@
-"""Goal-conditioned locomotion with real rigid-body physics: brax's ant and humanoid reaching (x, y)
+"""Goal-conditioned locomotion with real rigid-body physics: brax's ant and humanoid reaching position
 goals in an open arena or in mazes, the ant moving a ball to a goal, and the ant pushing a block
 out of its way.
 
@@ -10,23 +10,28 @@ Physics: brax's pipelines (`spring` default, `positional`, `generalized`) or `mj
 `backend=`. Timesteps and frame skips follow brax's own ant/humanoid envs, so one agent step is
 0.05 s (ant) or 0.015 s (humanoid) on every backend. All contacts (also the spring/positional/
 generalized ones) come from mjx's collision functions, which support sphere/capsule vs box, so
-maze walls block the robot on every backend. For speed:
-  * only the robot geoms that matter touch the world, never each other (ant: torso sphere and
-    the 4 foot spheres; humanoid: trunk, head, hips, thighs, shins, hands and feet on the floor,
-    of which the walls stop the head, hands, feet, torso and hips: capsule-box contacts for the
-    limbs would cost ~2x the simulation time, and the rigid trunk stops the body anyway);
+maze walls block the robot on every backend. Robot geoms never touch each other (as in brax
+and the references). The humanoid's geoms all touch the floor and the walls, as in the
+references; for speed the ant's walls and floor see only its torso and 4 foot spheres (its leg
+capsules cannot reach a wall first). Also for speed:
   * wall cells that touch no free cell are visual only (they cannot be reached);
   * a broadphase (`max_geom_pairs`, mjx's own) keeps only the closest robot-wall pairs per
     geom-type group, so the cost does not grow with the size of the maze.
 
-Observation (state ⊕ goal), following JaxGCRL's choice of keeping the torso's x, y in the state:
+Observation (state ⊕ goal), as the references (which keep the torso's x, y in the state):
   ant:       qpos (15: torso xyz, torso quaternion, 8 joint angles) ⊕ qvel (14)      → 29
   ant_ball:  ant 29 ⊕ ball xyz (3) ⊕ ball linear velocity (3)                        → 35
   ant_push:  ant 29 ⊕ block xy (2) ⊕ block x velocity (1)                            → 32
-  humanoid:  qpos (24) ⊕ qvel (23)                                                    → 47
-The goal is an (x, y) position of the torso (state indices 0, 1), or of the ball for ant_ball
-(indices 29, 30). Episodes have a fixed length (no termination when the robot falls); the base
-class auto-resets with a fresh goal.
+  humanoid:  the references' 268: q (26) ⊕ qd (25) ⊕ per link (12) inertia about the centre
+             of mass (9) and mass ⊕ centre-of-mass velocity (6) ⊕ actuator forces (25); the
+             q/qd/links include the goal marker (a non-colliding sphere on two slide joints,
+             as in the references); `observation='qpos_qvel'`: robot qpos 24 ⊕ qvel 23 → 47
+The ant's goal is an (x, y) position of the torso (state indices 0, 1), or of the ball for
+ant_ball (indices 29, 30); the humanoid's is the torso's (x, y, z) with z = 1.25 (standing
+height), indices 0, 1, 2. An episode ends at its time limit or, by default, when the torso's
+height leaves [0.2, 1.0] (ant) / [1.0, 2.0] (humanoid) (`terminate_when_unhealthy=False` turns
+that off); the base class auto-resets with a fresh goal. Maze walls are half a cell high.
+See docs/environments.md for every fact against the authors' code.
 
 Goals and starts (numbers from the public JaxGCRL envs where they exist):
   ant:        start at the origin, goal on the circle of radius 10 around it.
@@ -36,17 +41,20 @@ Goals and starts (numbers from the public JaxGCRL envs where they exist):
   ant_ball:   ball at distance U(1, 2) from the ant, goal on the circle of radius 5.
   ant_push:   `PUSH_LAYOUT`: the block stands in the only gap towards the goal room and slides
               along x only, so the ant must push it sideways before it can pass.
-All starts add brax's reset noise to the joint positions and velocities.
+Ant starts add the references' reset noise (q ± U(0.1), qd 0.1·N(0, 1)); the humanoid starts
+without noise, as in the references.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from envs import maze_layouts, mjcf_tools
 from envs.base import GoalEnv
@@ -73,6 +81,7 @@ class Robot:
     contact_geoms: tuple[str, ...]  # robot geoms that touch the floor and objects
     wall_geoms: tuple[str, ...]  # the subset that maze walls also stop
     reset_noise: float
+    healthy_z: tuple[float, float]  # torso height range outside which the robot has fallen
     timestep: dict[str, float]  # per backend
     n_frames: dict[str, int]
     gear: dict[str, tuple[float, ...]]  # per-backend actuator gear overrides (brax's tuning)
@@ -87,21 +96,29 @@ ANT = Robot(
         "torso_geom", "left_foot_geom", "right_foot_geom", "third_foot_geom", "fourth_foot_geom",
     ),
     reset_noise=0.1,
+    healthy_z=(0.2, 1.0),
     timestep={"spring": 0.005, "positional": 0.005, "generalized": 0.01, "mjx": 0.01},
     n_frames={"spring": 10, "positional": 10, "generalized": 5, "mjx": 5},
     gear={"positional": (200.0,) * 8},
 )
 
+HUMANOID_GEOMS = (
+    "torso1", "head", "uwaist", "lwaist", "butt",
+    "right_thigh1", "right_shin1", "right_foot", "left_thigh1", "left_shin1", "left_foot",
+    "right_uarm1", "right_larm", "right_hand", "left_uarm1", "left_larm", "left_hand",
+)
+
+# The humanoid's goal height: its torso's height when standing (the references' TARGET_Z_COORD).
+HUMANOID_GOAL_Z = 1.25
+
 HUMANOID = Robot(
     asset="humanoid",
-    contact_geoms=(
-        "head", "right_hand", "left_hand", "right_foot", "left_foot",  # spheres
-        "torso1", "butt", "right_thigh1", "left_thigh1", "right_shin1", "left_shin1",  # capsules
-    ),
-    # Capsule-box contacts are the costly ones: the limbs' capsules touch only the floor, the
-    # walls stop the head, hands, feet and the trunk.
-    wall_geoms=("head", "right_hand", "left_hand", "right_foot", "left_foot", "torso1", "butt"),
-    reset_noise=0.01,
+    # Every geom touches the floor and the walls, as in the references (their humanoid geoms have
+    # contype 1, floor and walls conaffinity 1).
+    contact_geoms=HUMANOID_GEOMS,
+    wall_geoms=HUMANOID_GEOMS,
+    reset_noise=0.0,  # the references' humanoid and humanoid mazes start without noise
+    healthy_z=(1.0, 2.0),
     timestep={"spring": 0.0015, "positional": 0.0015, "generalized": 0.003, "mjx": 0.003},
     n_frames={"spring": 10, "positional": 10, "generalized": 5, "mjx": 5},
     gear={
@@ -124,7 +141,11 @@ class LocomotionConfig:
     episode_length: int = 1000
     goal_radius: float = 0.5
     cell_size: float = 4.0  # maze / push arena cell, metres
-    wall_height: float = 2.0
+    wall_height: float | None = None  # None: half a cell, as the references (MAZE_HEIGHT 0.5)
+    # End the episode when the torso leaves the robot's healthy height range (the references do).
+    terminate_when_unhealthy: bool = True
+    # Humanoid only: 'full' is the references' 268-d observation, 'qpos_qvel' the 47-d one.
+    observation: str = "full"
     goal_noise: float = 0.0  # maze goals: uniform jitter around 'G' centres, fraction of a cell
     goal_distance: tuple[float, float] = (10.0, 10.0)  # reach/ball: goal distance from origin
     wall_pairs: int = 12  # broadphase budget: robot-wall pairs kept per geom-type group
@@ -145,8 +166,12 @@ class LocomotionConfig:
             raise ValueError(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
         if not (isinstance(self.episode_length, int) and self.episode_length >= 1):
             raise ValueError(f"episode_length must be an int >= 1, got {self.episode_length!r}")
+        if self.observation not in ("full", "qpos_qvel"):
+            raise ValueError(
+                f"observation must be 'full' or 'qpos_qvel', got {self.observation!r}"
+            )
         for field in ("goal_radius", "cell_size", "wall_height"):
-            if not getattr(self, field) > 0:
+            if getattr(self, field) is not None and not getattr(self, field) > 0:
                 raise ValueError(f"{field} must be > 0, got {getattr(self, field)!r}")
         if not 0 <= self.goal_noise < 0.5:
             raise ValueError(f"goal_noise must be in [0, 0.5), got {self.goal_noise!r}")
@@ -201,6 +226,14 @@ class LocomotionEnv(GoalEnv):
         self.backend = config.backend
         self.episode_length = config.episode_length
         self.goal_radius = config.goal_radius
+        self.terminate_when_unhealthy = config.terminate_when_unhealthy
+        self.wall_height = (
+            0.5 * config.cell_size if config.wall_height is None else config.wall_height
+        )
+        self.is_humanoid = config.robot == "humanoid"
+        # The references' 268-d humanoid observation includes the actuator forces, so the
+        # physics state then carries the last control (see `with_ctrl`).
+        self.full_obs = self.is_humanoid and config.observation == "full"
         suffix = {"reach": "", "maze": f"_{config.layout}_maze"}.get(config.task, f"_{config.task}")
         self.name = config.robot + suffix
 
@@ -212,6 +245,11 @@ class LocomotionEnv(GoalEnv):
         )
         robot_q0 = self._init_qpos(root)
         robot_nq = len(robot_q0)
+        if self.is_humanoid:  # before walls/objects: its joints follow the robot's
+            mjcf_tools.add_goal_marker(
+                root, "target", height=HUMANOID_GOAL_Z, radius=self.goal_radius, mass=1.0,
+                rgba="0.1 0.9 0.2 0.4",
+            )
         if self.layout is not None:
             self._add_walls(root)
         if config.task == "ball":
@@ -223,6 +261,8 @@ class LocomotionEnv(GoalEnv):
             self._add_block(root)
         extra_q = {"reach": [], "maze": [], "ball": [0, 0, self.BALL_RADIUS, 1, 0, 0, 0],
                    "push": [0.0]}[config.task]
+        if self.is_humanoid:
+            extra_q = [0.0, 0.0]  # the goal marker
         mjcf_tools.set_custom_numeric(
             root, "init_qpos", np.concatenate([robot_q0, extra_q])
         )
@@ -258,7 +298,15 @@ class LocomotionEnv(GoalEnv):
         extra_state = {"reach": 0, "maze": 0, "ball": 6, "push": 3}[config.task]
         self.state_size = self._robot_nq + self._robot_nv + extra_state
         self.goal_size = 2
-        if config.task == "ball":
+        if self.full_obs:
+            # q, qd (robot and marker), per link the com-frame inertia (9) and mass, the com
+            # velocity (6), and the actuator forces per dof: 26 + 25 + 12·16 + 25 = 268.
+            num_links = sys.num_links()
+            self.state_size = sys.q_size() + 2 * sys.qd_size() + 16 * num_links
+        if self.is_humanoid:  # torso (x, y, z), the goal at standing height
+            self.goal_size = 3
+            self.goal_indices = (0, 1, 2)
+        elif config.task == "ball":
             ball_x = self._robot_nq + self._robot_nv
             self.goal_indices = (ball_x, ball_x + 1)
         else:
@@ -304,8 +352,9 @@ class LocomotionEnv(GoalEnv):
         cfg = self.config
         reachable = reachable_wall_cells(self.layout)
         hidden = maze_layouts.wall_mask(self.layout) & ~reachable
-        mjcf_tools.add_wall_boxes(root, reachable, cfg.cell_size, cfg.wall_height, True, "wall")
-        mjcf_tools.add_wall_boxes(root, hidden, cfg.cell_size, cfg.wall_height, False, "solid")
+        height = self.wall_height
+        mjcf_tools.add_wall_boxes(root, reachable, cfg.cell_size, height, True, "wall")
+        mjcf_tools.add_wall_boxes(root, hidden, cfg.cell_size, height, False, "solid")
         mjcf_tools.set_max_geom_pairs(root, cfg.wall_pairs)
 
     def _add_block(self, root) -> None:
@@ -318,8 +367,8 @@ class LocomotionEnv(GoalEnv):
         low = (min(free_cols) - col) * size - (0.5 * size - half)
         high = (max(free_cols) - col) * size + (0.5 * size - half)
         mjcf_tools.add_sliding_block(
-            root, "block", pos=np.array([centre[0], centre[1], 0.5 * self.config.wall_height]),
-            half_size=np.array([half, half, 0.5 * self.config.wall_height]), axis="x",
+            root, "block", pos=np.array([centre[0], centre[1], 0.5 * self.wall_height]),
+            half_size=np.array([half, half, 0.5 * self.wall_height]), axis="x",
             slide_range=(low, high), mass=self.BLOCK_MASS, damping=2.0, rgba="0.9 0.5 0.1 1",
         )
         self.block_start = jnp.asarray(centre, jnp.float32)
@@ -335,12 +384,21 @@ class LocomotionEnv(GoalEnv):
         qd = noise * jax.random.normal(qd_rng, (self.sys.qd_size(),))
         q = q.at[:2].add(self.start_xy)
         q, qd = self._place_objects(object_rng, q, qd)
-        return self._pipeline.init(self.sys, q, qd)
+        return self._init_pipeline(q, qd, jnp.zeros(self.action_size))
+
+    def _init_pipeline(self, q: jax.Array, qd: jax.Array, ctrl: jax.Array) -> Any:
+        state = self._pipeline.init(self.sys, q, qd)
+        return with_ctrl(state, ctrl) if self.full_obs else state
 
     def _place_objects(self, rng: jax.Array, q: jax.Array, qd: jax.Array):
         """Object start states (ball at distance U(1, 2) from the ant, block at rest)."""
         nq, nv = self._robot_nq, self._robot_nv
-        if self.config.task == "ball":
+        if self.is_humanoid:
+            # The goal is drawn here so that the marker stands on it from the first observation
+            # (the marker's q is part of the references' observation); `sample_goal` reads it.
+            q = q.at[nq : nq + 2].set(self._sample_goal_xy(rng))
+            qd = qd.at[nv : nv + 2].set(0.0)
+        elif self.config.task == "ball":
             dist_rng, angle_rng = jax.random.split(rng)
             dist = jax.random.uniform(dist_rng, minval=1.0, maxval=2.0)
             angle = jax.random.uniform(angle_rng, minval=0.0, maxval=2 * jnp.pi)
@@ -354,6 +412,13 @@ class LocomotionEnv(GoalEnv):
         return q, qd
 
     def sample_goal(self, rng: jax.Array, physics: Any) -> jax.Array:
+        """(x, y) for the ant; the humanoid's marker position at standing height."""
+        if self.is_humanoid:
+            xy = physics.q[self._robot_nq : self._robot_nq + 2]
+            return jnp.concatenate([xy, jnp.array([HUMANOID_GOAL_Z])]).astype(jnp.float32)
+        return self._sample_goal_xy(rng)
+
+    def _sample_goal_xy(self, rng: jax.Array) -> jax.Array:
         """A goal cell centre (mazes) or a point at a random angle around the start."""
         if self._goal_centres is not None:
             cell_rng, noise_rng = jax.random.split(rng)
@@ -372,12 +437,21 @@ class LocomotionEnv(GoalEnv):
         ctrl = self._ctrl_low + 0.5 * (action + 1.0) * (self._ctrl_high - self._ctrl_low)
 
         def substep(state, _):
-            return self._pipeline.step(self.sys, state, ctrl), None
+            state = self._pipeline.step(self.sys, state, ctrl)
+            return (with_ctrl(state, ctrl) if self.full_obs else state), None
 
         return jax.lax.scan(substep, physics, None, length=self._n_frames)[0]
 
+    def is_unhealthy(self, physics: Any) -> jax.Array:
+        """The torso's height is outside the robot's healthy range (fallen or flung)."""
+        low, high = self.robot.healthy_z
+        z = physics.x.pos[0, 2]
+        return (z < low) | (z > high)
+
     def observe(self, physics: Any) -> jax.Array:
         """Robot qpos ⊕ qvel, then the object's state (see the module docstring)."""
+        if self.full_obs:
+            return self._humanoid_full_obs(physics)
         nq, nv = self._robot_nq, self._robot_nv
         parts = [physics.q[:nq], physics.qd[:nv]]
         if self.config.task == "ball":
@@ -387,15 +461,47 @@ class LocomotionEnv(GoalEnv):
             parts += [jnp.stack([block_x, self.block_start[1], physics.qd[nv]])]
         return jnp.concatenate(parts).astype(jnp.float32)
 
+    def _humanoid_full_obs(self, physics: Any) -> jax.Array:
+        """The references' humanoid observation (brax's humanoid, contact forces excluded): q, qd,
+        per link its inertia about the system's centre of mass (9) and mass, its mass-weighted
+        linear (3) and angular (3) velocity at its own centre of mass, and the actuator forces."""
+        from brax import actuator
+        from brax import base as brax_base
+
+        inertia = self.sys.link.inertia
+        if self.backend in ("spring", "positional"):  # those pipelines' scaled inertia
+            diag = jax.vmap(jnp.diagonal)(inertia.i) ** (1 - self.sys.spring_inertia_scale)
+            inertia = inertia.replace(
+                i=jax.vmap(jnp.diag)(diag),
+                mass=inertia.mass ** (1 - self.sys.spring_mass_scale),
+            )
+        total_mass = jnp.sum(inertia.mass)
+        link_com = physics.x.vmap().do(inertia.transform)  # each link's centre of mass
+        com = jnp.sum(inertia.mass[:, None] * link_com.pos, axis=0) / total_mass
+        about_com = link_com.replace(pos=link_com.pos - com).vmap().do(inertia)
+        com_inertia = jnp.concatenate(
+            [about_com.i.reshape(-1, 9), inertia.mass[:, None]], axis=1
+        )
+        offset = brax_base.Transform.create(pos=link_com.pos - physics.x.pos)
+        link_vel = offset.vmap().do(physics.xd)
+        com_velocity = jnp.concatenate(
+            [inertia.mass[:, None] * link_vel.vel / total_mass, link_vel.ang], axis=1
+        )
+        qfrc_actuator = actuator.to_tau(self.sys, physics.ctrl, physics.q, physics.qd)
+        return jnp.concatenate([
+            physics.q, physics.qd, com_inertia.ravel(), com_velocity.ravel(), qfrc_actuator,
+        ]).astype(jnp.float32)
+
     # ---- helpers for tests and tools ---------------------------------------------------------
     def teleport(self, physics: Any, xy: jax.Array, velocity_xy: jax.Array | None = None) -> Any:
         """`physics` with the robot's torso moved to `xy` (and its linear xy velocity set), all
         derived quantities recomputed. For tests and demos."""
-        q = physics.q.at[:2].set(xy)
+        q = physics.q.at[:2].set(xy[:2])
         qd = physics.qd
         if velocity_xy is not None:
             qd = qd.at[:2].set(velocity_xy)
-        return self._pipeline.init(self.sys, q, qd)
+        ctrl = physics.ctrl if self.full_obs else None
+        return self._init_pipeline(q, qd, ctrl)
 
     def set_object(self, physics: Any, xy: jax.Array) -> Any:
         """`physics` with the ball (ant_ball) moved to `xy` at rest."""
@@ -404,13 +510,29 @@ class LocomotionEnv(GoalEnv):
         nq, nv = self._robot_nq, self._robot_nv
         q = physics.q.at[nq : nq + 2].set(xy)
         qd = physics.qd.at[nv : nv + 6].set(0.0)
-        return self._pipeline.init(self.sys, q, qd)
+        return self._init_pipeline(q, qd, None)
+
+
+@functools.cache
+def _with_ctrl_type(state_type: type) -> type:
+    """`state_type` (a brax pipeline's State) with one more field, `ctrl`."""
+    namespace = {"__annotations__": {"ctrl": jax.Array}, "__module__": __name__}
+    return struct.dataclass(type(f"{state_type.__name__}WithCtrl", (state_type,), namespace))
+
+
+def with_ctrl(state: Any, ctrl: jax.Array) -> Any:
+    """A pipeline state that also carries the control applied to reach it (still a subclass of
+    the pipeline's State, so brax's `step`, which only `replace`s fields, keeps it)."""
+    if hasattr(state, "ctrl"):
+        return state.replace(ctrl=ctrl)
+    fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return _with_ctrl_type(type(state))(**fields, ctrl=ctrl)
 
 
 # ---- factories ---------------------------------------------------------------------------------
 _ROBOT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ant": {"cell_size": 4.0, "wall_height": 2.0, "goal_distance": (10.0, 10.0)},
-    "humanoid": {"cell_size": 2.0, "wall_height": 2.0, "goal_distance": (1.0, 5.0)},
+    "ant": {"cell_size": 4.0, "goal_distance": (10.0, 10.0)},
+    "humanoid": {"cell_size": 2.0, "goal_distance": (1.0, 5.0)},
 }
 
 
@@ -489,3 +611,34 @@ def make_humanoid_big_maze(**overrides: Any) -> LocomotionEnv:
 def make_humanoid_hardest_maze(**overrides: Any) -> LocomotionEnv:
     """Humanoid in the hardest maze."""
     return make_locomotion("humanoid", "maze", "hardest", **overrides)
+
+
+# Evaluation mazes: the same walls, goals in the far part only (the references' `*_eval`).
+def make_ant_u_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Ant U maze, goals in the far arm only."""
+    return make_locomotion("ant", "maze", "u_eval", **overrides)
+
+
+def make_ant_u4_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Ant U4 maze, goals in the far part only."""
+    return make_locomotion("ant", "maze", "u4_eval", **overrides)
+
+
+def make_ant_u5_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Ant U5 maze, goals in the far part only."""
+    return make_locomotion("ant", "maze", "u5_eval", **overrides)
+
+
+def make_ant_big_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Ant big maze, goals far from the start only."""
+    return make_locomotion("ant", "maze", "big_eval", **overrides)
+
+
+def make_humanoid_u_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Humanoid U maze, goals in the far arm only."""
+    return make_locomotion("humanoid", "maze", "u_eval", **overrides)
+
+
+def make_humanoid_big_maze_eval(**overrides: Any) -> LocomotionEnv:
+    """Humanoid big maze, goals far from the start only (the humanoid's own eval layout)."""
+    return make_locomotion("humanoid", "maze", "humanoid_big_eval", **overrides)

@@ -3,13 +3,20 @@
 The arm is `envs.arm_model` (4 joints + a two-finger gripper, MuJoCo primitives); the tasks follow
 the JaxGCRL manipulation suite (Bortkiewicz et al. 2024) in spirit, with their facts where they
 carry over: absolute joint-angle servo targets as actions, 4 arm actions (+1 gripper), an agent
-step of 0.05 s, a 0.1 m success radius for cube goals, 100/150-step episodes.
+step of 0.05 s, a 0.1 m success radius for cube goals, and 1000-step episodes (the scaling-crl
+training script's time limit for every env, so scores are out of 1000).
 
 Actions, in [-1, 1]: a[0:4] → servo targets spanning each arm joint's range (`ARM_RANGES`);
 a[4] (not in reach) → both fingers' targets, -1 fully open, +1 closed (squeezing, capped at
 `FINGER_FORCE`). An agent step is `n_frames` (10) physics steps of 5 ms.
 
-State (the observation without the goal), goal = state[goal_indices]:
+State (the observation without the goal), goal = state[goal_indices]. The default
+(`observation='paper'`) is the authors' composition with 4 arm joints instead of the Panda's 7:
+  reach (10): arm joint angles (4) ⊕ grip site xyz (3) ⊕ grip site velocity (3); goal = grip
+    site xyz, indices 4..6 (paper: 13 = 7 angles ⊕ eef xyz ⊕ eef velocity, indices 7..9).
+  cube tasks (14): cube xyz (3) ⊕ arm angles (4) ⊕ grip xyz (3) ⊕ grip velocity (3) ⊕ distance
+    between the finger bodies (1); goal = cube xyz, indices 0..2 (paper: 17, 7 angles).
+With `observation='full'` (crl's richer state):
   reach (11): grip site xyz (3) ⊕ arm joint angles (4) ⊕ arm joint velocities (4); goal = grip
     site xyz, indices 0..2.
   cube tasks (25): cube xyz (3) ⊕ grip site xyz (3) ⊕ arm angles (4) ⊕ finger slides (2) ⊕ cube
@@ -21,18 +28,18 @@ z = CUBE_HALF = 0.025); start: arm at the 'ready' pose (grip 0.2 m above (0.42, 
 fingers open, cube at rest with its faces turned toward the robot:
   arm_reach: goal uniform in the box [0.25, 0.55] × [-0.25, 0.25] × [0.05, 0.4] (every point
     reachable with the hand pointing down); radius 0.05 (a 0.1 ball would fill ~8% of that box,
-    which a random arm hits often); 100 steps.
+    which a random arm hits often).
   arm_push_easy: cube in (0.42, -0.1) ± 0.05, goal on the table in (0.42, 0.1) ± 0.05 (adjacent
-    patches), at least 0.12 away; radius 0.1; 150 steps.
+    patches), at least 0.12 away; radius 0.1.
   arm_push_hard: cube and goal both anywhere in [0.3, 0.55] × [-0.25, 0.25], at least 0.15
-    apart; radius 0.1; 150 steps.
+    apart; radius 0.1.
   arm_binpick_easy / _hard: two bins (walls 7 cm high) side by side along y; the cube starts
     anywhere on the source bin's floor, the goal is on the target bin's floor, within ±0.02 of
-    its centre (easy) or anywhere on it (hard, ±0.07); radius 0.1; 150 steps. The cube must be
+    its centre (easy) or anywhere on it (hard, ±0.07); radius 0.1. The cube must be
     lifted over the divider.
   arm_grasp: cube in [0.32, 0.52] × [-0.15, 0.15]; goal above the same patch at z in [0.1, 0.3];
     radius 0.05, so a cube lying on the table (z = 0.025) is never at the goal: it must be
-    picked up and held; 150 steps.
+    picked up and held.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ class ArmTaskConfig:
     """
 
     task: str  # 'reach' | 'push' | 'binpick' | 'grasp'
-    episode_length: int = 150
+    episode_length: int = 1000
     goal_radius: float = 0.1
     n_frames: int = 10  # physics steps (of arm_model.TIMESTEP) per agent step
     cube_low: tuple[float, float] = (0.37, -0.15)
@@ -71,6 +78,9 @@ class ArmTaskConfig:
     goal_high: tuple[float, float, float] = (0.47, 0.15, arm_model.CUBE_HALF)
     min_goal_distance: float = 0.0
     start_noise: float = 0.05  # rad, uniform noise on the arm's start angles
+    # 'paper': the authors' observation with this 4-joint arm (reach 10, cube tasks 14);
+    # 'full': crl's richer state (reach 11, cube tasks 25). See the module docstring.
+    observation: str = "paper"
 
     def validate(self) -> None:
         """Raise ValueError with a one-line reason if the config is unusable."""
@@ -80,6 +90,8 @@ class ArmTaskConfig:
             raise ValueError(f"episode_length must be an int >= 1, got {self.episode_length!r}")
         if not (isinstance(self.n_frames, int) and self.n_frames >= 1):
             raise ValueError(f"n_frames must be an int >= 1, got {self.n_frames!r}")
+        if self.observation not in ("paper", "full"):
+            raise ValueError(f"observation must be 'paper' or 'full', got {self.observation!r}")
         if not self.goal_radius > 0:
             raise ValueError(f"goal_radius must be > 0, got {self.goal_radius!r}")
         if not 0 <= self.start_noise <= 0.3:
@@ -110,17 +122,21 @@ class ArmEnv(GoalEnv):
         self._finger_q = np.array([sim.qpos_adr("left_finger"), sim.qpos_adr("right_finger")])
         self._finger_v = np.array([sim.dof_adr("left_finger"), sim.dof_adr("right_finger")])
         self._grip_site = int(sim.mj.site("grip").id)
+        self._grip_body = int(sim.mj.site_bodyid[self._grip_site])
+        self._fingers = np.array([sim.mj.body(n).id for n in ("left_finger", "right_finger")])
+        self.paper_obs = config.observation == "paper"
         self._ready_angles = arm_model.grip_down_ik(_READY_GRIP)
         if self.has_cube:
             self._cube_q = sim.qpos_adr("cube")
             self._cube_v = sim.dof_adr("cube")
-            self.state_size = 25
+            self.state_size = 14 if self.paper_obs else 25
             self.action_size = 5
         else:
-            self.state_size = 11
+            self.state_size = 10 if self.paper_obs else 11
             self.action_size = 4
         self.goal_size = 3
-        self.goal_indices = (0, 1, 2)
+        # the paper's reach state starts with the joint angles; the grip position follows them
+        self.goal_indices = (4, 5, 6) if self.paper_obs and not self.has_cube else (0, 1, 2)
         self._arm_low = jnp.asarray(arm_model.ARM_RANGES[:, 0], jnp.float32)
         self._arm_high = jnp.asarray(arm_model.ARM_RANGES[:, 1], jnp.float32)
 
@@ -138,6 +154,13 @@ class ArmEnv(GoalEnv):
     def grip_position(self, physics: mjx.Data) -> jax.Array:
         """World position of the grip site (between the finger pads)."""
         return physics.site_xpos[self._grip_site]
+
+    def grip_velocity(self, physics: mjx.Data) -> jax.Array:
+        """World linear velocity of the grip site (its Jacobian times qvel; the Jacobian needs
+        the com-based quantities, recomputed here since `step` refreshes positions only)."""
+        data = mjx.com_pos(self.sim.mjx, physics)
+        jacp, _ = mjx.jac(self.sim.mjx, data, self.grip_position(physics), self._grip_body)
+        return jacp.T @ physics.qvel
 
     def cube_position(self, physics: mjx.Data) -> jax.Array:
         """World position of the cube's centre."""
@@ -190,6 +213,13 @@ class ArmEnv(GoalEnv):
         """The state vector laid out in the module docstring."""
         grip = self.grip_position(physics)
         arm_q, arm_v = physics.qpos[self._arm_q], physics.qvel[self._arm_v]
+        if self.paper_obs:
+            parts = [arm_q, grip, self.grip_velocity(physics)]
+            if self.has_cube:
+                fingers = physics.xpos[self._fingers]
+                gap = jnp.linalg.norm(fingers[0] - fingers[1])[None]
+                parts = [self.cube_position(physics), *parts, gap]
+            return jnp.concatenate(parts).astype(jnp.float32)
         if not self.has_cube:
             return jnp.concatenate([grip, arm_q, arm_v]).astype(jnp.float32)
         quat = physics.qpos[self._cube_q + 3 : self._cube_q + 7]
@@ -224,31 +254,31 @@ def _task_defaults() -> dict[str, dict[str, Any]]:
     hard_lo, hard_hi = _bin_box(_BINS.target_center, _BIN_SPREAD)
     return {
         "reach": dict(
-            task="reach", episode_length=100, goal_radius=0.05,
+            task="reach", episode_length=1000, goal_radius=0.05,
             goal_low=(0.25, -0.25, 0.05), goal_high=(0.55, 0.25, 0.4),
         ),
         "push_easy": dict(
-            task="push", episode_length=150, goal_radius=0.1,
+            task="push", episode_length=1000, goal_radius=0.1,
             cube_low=(0.37, -0.15), cube_high=(0.47, -0.05),
             goal_low=(0.37, 0.05, _Z), goal_high=(0.47, 0.15, _Z), min_goal_distance=0.12,
         ),
         "push_hard": dict(
-            task="push", episode_length=150, goal_radius=0.1,
+            task="push", episode_length=1000, goal_radius=0.1,
             cube_low=(0.3, -0.25), cube_high=(0.55, 0.25),
             goal_low=(0.3, -0.25, _Z), goal_high=(0.55, 0.25, _Z), min_goal_distance=0.15,
         ),
         "binpick_easy": dict(
-            task="binpick", episode_length=150, goal_radius=0.1,
+            task="binpick", episode_length=1000, goal_radius=0.1,
             cube_low=src_lo, cube_high=src_hi,
             goal_low=(*easy_lo, _Z), goal_high=(*easy_hi, _Z),
         ),
         "binpick_hard": dict(
-            task="binpick", episode_length=150, goal_radius=0.1,
+            task="binpick", episode_length=1000, goal_radius=0.1,
             cube_low=src_lo, cube_high=src_hi,
             goal_low=(*hard_lo, _Z), goal_high=(*hard_hi, _Z),
         ),
         "grasp": dict(
-            task="grasp", episode_length=150, goal_radius=0.05,
+            task="grasp", episode_length=1000, goal_radius=0.05,
             cube_low=(0.32, -0.15), cube_high=(0.52, 0.15),
             goal_low=(0.32, -0.15, 0.1), goal_high=(0.52, 0.15, 0.3),
         ),

@@ -2,8 +2,10 @@
 
 Each layout is a list of equal-length strings, row 0 at the top:
   '#' wall, '.' free, 'R' free start cell, 'G' free cell a goal may be sampled in.
-The open-room/U/big/hardest shapes follow the D4RL/JaxGCRL maze designs (public facts);
-`u_maze(n)` builds the longer U mazes (u4, u5) whose arms are n cells long.
+The U/U4/U5/big/hardest shapes and their `*_eval` versions are those of the authors' code
+(scaling-crl envs/ant_maze.py, envs/humanoid_maze.py; JaxGCRL has the same), row for row; the
+references put row i at x = i·size, column j at y = j·size, crl at x = col, y = -row (see
+`cell_center`), a reflection of the same maze. The open room is crl's own (point mass).
 """
 
 from __future__ import annotations
@@ -27,6 +29,58 @@ U = [
     "#####",
 ]
 
+# Evaluation layouts: the same walls, goals only in the far part of the maze (the authors'
+# `*_eval` layouts: their '0' cells are '.' here).
+U_EVAL = [
+    "#####",
+    "#R..#",
+    "###.#",
+    "#GGG#",
+    "#####",
+]
+
+# The authors' longer U mazes (scaling-crl envs/ant_maze.py U4_MAZE / U5_MAZE and their evals):
+# the start sits at the end of one arm, the corridor wraps around an inner wall.
+U4 = [
+    "#####",
+    "#GGG#",
+    "#R#G#",
+    "###G#",
+    "#G#G#",
+    "#GGG#",
+    "#####",
+]
+
+U4_EVAL = [
+    "#####",
+    "#...#",
+    "#R#.#",
+    "###.#",
+    "#G#.#",
+    "#GGG#",
+    "#####",
+]
+
+U5 = [
+    "########",
+    "#GGGGGG#",
+    "#R####G#",
+    "######G#",
+    "#G####G#",
+    "#GGGGGG#",
+    "########",
+]
+
+U5_EVAL = [
+    "########",
+    "#......#",
+    "#R####.#",
+    "######.#",
+    "#G####G#",
+    "#GGGGGG#",
+    "########",
+]
+
 BIG = [
     "########",
     "#RG##GG#",
@@ -35,6 +89,30 @@ BIG = [
     "#GG#GGG#",
     "#G#GG#G#",
     "#GGG#GG#",
+    "########",
+]
+
+# The ant's and the humanoid's big-maze eval layouts differ by one goal cell (row 2, col 5)
+# in the references (ant_maze.py vs humanoid_maze.py); both are kept as they are.
+BIG_EVAL = [
+    "########",
+    "#R.##GG#",
+    "#..#..G#",
+    "##...###",
+    "#..#...#",
+    "#.#G.#G#",
+    "#.GG#GG#",
+    "########",
+]
+
+HUMANOID_BIG_EVAL = [
+    "########",
+    "#R.##GG#",
+    "#..#.GG#",
+    "##...###",
+    "#..#...#",
+    "#.#G.#G#",
+    "#.GG#GG#",
     "########",
 ]
 
@@ -51,24 +129,17 @@ HARDEST = [
 ]
 
 
-def u_maze(arm: int) -> list[str]:
-    """A U-shaped corridor: start at the end of the top arm, goals along the far end of the
-    bottom arm. `arm` is the number of cells along each arm."""
-    if arm < 2:
-        raise ValueError(f"u_maze arm must be >= 2, got {arm}")
-    width = arm + 2
-    top = "#R" + "." * (arm - 1) + "#"
-    middle = "#" * (width - 2) + ".#"
-    bottom = "#" + "G" * (arm // 2) + "." * (arm - arm // 2) + "#"
-    return ["#" * width, top, middle, bottom, "#" * width]
-
-
 LAYOUTS: dict[str, list[str]] = {
     "open": OPEN,
     "u": U,
-    "u4": u_maze(4),
-    "u5": u_maze(5),
+    "u_eval": U_EVAL,
+    "u4": U4,
+    "u4_eval": U4_EVAL,
+    "u5": U5,
+    "u5_eval": U5_EVAL,
     "big": BIG,
+    "big_eval": BIG_EVAL,
+    "humanoid_big_eval": HUMANOID_BIG_EVAL,
     "hardest": HARDEST,
 }
 

@@ -178,3 +178,22 @@ def add_sliding_block(
         size=" ".join(f"{v:.6g}" for v in half_size), mass=str(mass),
         contype="0", conaffinity=str(TOUCH), condim="3", rgba=rgba,
     )
+
+
+def add_goal_marker(
+    root: ET.Element, name: str, height: float, radius: float, mass: float, rgba: str
+) -> None:
+    """Append the references' humanoid goal marker: a sphere at `height` that moves on two world
+    slide joints (`{name}_x`, `{name}_y`, unlimited) and collides with nothing. Its 2 qpos,
+    2 qvel and one link are part of the references' 268-d humanoid observation, so crl keeps
+    it (also shows the goal in renders)."""
+    body = ET.SubElement(worldbody(root), "body", name=name, pos=f"0 0 {height:.6g}")
+    for axis, vec in (("x", "1 0 0"), ("y", "0 1 0")):
+        ET.SubElement(
+            body, "joint", name=f"{name}_{axis}", type="slide", axis=vec, limited="false",
+            damping="0", stiffness="0", armature="0",
+        )
+    ET.SubElement(
+        body, "geom", name=f"{name}_geom", type="sphere", size=f"{radius:.6g}",
+        mass=f"{mass:.6g}", contype="0", conaffinity="0", rgba=rgba,
+    )

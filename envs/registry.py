@@ -33,10 +33,18 @@ _FACTORIES: dict[str, str] = {
     "ant_u5_maze": "envs.locomotion:make_ant_u5_maze",
     "ant_big_maze": "envs.locomotion:make_ant_big_maze",
     "ant_hardest_maze": "envs.locomotion:make_ant_hardest_maze",
+    # Evaluation versions (the references' `*_eval` layouts): crl evaluates `<env>_eval` when
+    # it is registered.
+    "ant_u_maze_eval": "envs.locomotion:make_ant_u_maze_eval",
+    "ant_u4_maze_eval": "envs.locomotion:make_ant_u4_maze_eval",
+    "ant_u5_maze_eval": "envs.locomotion:make_ant_u5_maze_eval",
+    "ant_big_maze_eval": "envs.locomotion:make_ant_big_maze_eval",
     "humanoid": "envs.locomotion:make_humanoid",
     "humanoid_u_maze": "envs.locomotion:make_humanoid_u_maze",
     "humanoid_big_maze": "envs.locomotion:make_humanoid_big_maze",
     "humanoid_hardest_maze": "envs.locomotion:make_humanoid_hardest_maze",
+    "humanoid_u_maze_eval": "envs.locomotion:make_humanoid_u_maze_eval",
+    "humanoid_big_maze_eval": "envs.locomotion:make_humanoid_big_maze_eval",
 }
 
 

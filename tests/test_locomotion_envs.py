@@ -36,13 +36,16 @@ class _Runner:
     """One compiled function per env: reset → place → `STEPS` steps, vmapped over 2 envs."""
 
     def __init__(self, name: str, **overrides):
+        # Fixed-length episodes (the robots may fall under random actions): the fall
+        # termination is tested in tests/test_env_fidelity.py.
+        overrides.setdefault("terminate_when_unhealthy", False)
         self.env = env = envs.make(name, episode_length=EPISODE, **overrides)
         has_ball = env.config.task == "ball"
 
         def run(key, actions, mode, xy, velocity, ball_mode, ball_xy):
             state = env.reset(key)
             physics = state.physics
-            target = jnp.where(mode == AT_GOAL, state.goal, xy)
+            target = jnp.where(mode == AT_GOAL, state.goal[:2], xy)
             moved = env.teleport(physics, target, velocity)
             physics = jax.tree.map(lambda a, b: jnp.where(mode > KEEP, a, b), moved, physics)
             if has_ball:
@@ -117,12 +120,15 @@ def _zero_actions(env):
 def test_registered_with_documented_sizes(name):
     env = envs.make(name)
     robot = "humanoid" if name.startswith("humanoid") else "ant"
-    state_size = {"ant": 29, "humanoid": 47}[robot] + {"ant_ball": 6, "ant_push": 3}.get(name, 0)
+    state_size = {"ant": 29, "humanoid": 268}[robot] + {"ant_ball": 6, "ant_push": 3}.get(name, 0)
+    goal_size = {"ant": 2, "humanoid": 3}[robot]
     assert env.name == name and env.backend == "spring" and env.episode_length == 1000
-    assert env.state_size == state_size and env.goal_size == 2 and env.goal_radius == 0.5
+    assert env.state_size == state_size and env.goal_size == goal_size
+    assert env.goal_radius == 0.5 and env.terminate_when_unhealthy
     assert env.action_size == {"ant": 8, "humanoid": 17}[robot]
-    assert env.observation_size == state_size + 2
-    assert env.goal_indices == ((29, 30) if name == "ant_ball" else (0, 1))
+    assert env.observation_size == state_size + goal_size
+    expected = {"ant": (0, 1), "humanoid": (0, 1, 2)}[robot]
+    assert env.goal_indices == ((29, 30) if name == "ant_ball" else expected)
 
 
 def test_bad_options_fail_before_compiling():
@@ -179,7 +185,7 @@ def test_maze_walls_are_generated_from_the_layout(name):
 def test_default_maze_goals_are_goal_cell_centres(name):
     env = envs.make(name)
     keys = jax.random.split(jax.random.PRNGKey(0), 1000)
-    goals = np.asarray(jax.vmap(lambda k: env.sample_goal(k, None))(keys))
+    goals = np.asarray(jax.vmap(env._sample_goal_xy)(keys))
     centres = maze_layouts.cell_center(maze_layouts.cells(env.layout, "G"), env.config.cell_size)
     distances = np.linalg.norm(goals[:, None] - centres[None], axis=-1)
     assert distances.min(1).max() < 1e-5
@@ -209,7 +215,7 @@ def test_reset_step_shapes_finite_and_goal_resampled_on_auto_reset(runners, name
     env = runner.env
     start, traj = runner()
     assert start.obs.shape == (NUM_ENVS, env.observation_size) and start.obs.dtype == jnp.float32
-    assert start.goal.shape == (NUM_ENVS, 2) and start.goal.dtype == jnp.float32
+    assert start.goal.shape == (NUM_ENVS, env.goal_size) and start.goal.dtype == jnp.float32
     assert traj["obs"].shape == (STEPS, NUM_ENVS, env.observation_size)
     assert traj["obs"].dtype == np.float32 and traj["done"].dtype == np.bool_
     assert traj["step"].dtype == np.int32
@@ -238,7 +244,8 @@ def test_reset_step_shapes_finite_and_goal_resampled_on_auto_reset(runners, name
     if env.layout is not None:  # goals lie in 'G' cells, within the jitter of the centre
         size = env.config.cell_size
         centres = maze_layouts.cell_center(maze_layouts.cells(env.layout, "G"), size)
-        for goal in np.concatenate([np.asarray(start.goal), traj["goal"].reshape(-1, 2)]):
+        all_goals = np.concatenate([np.asarray(start.goal)[None], traj["goal"]])
+        for goal in all_goals.reshape(-1, env.goal_size)[:, :2]:
             offset = np.abs(centres - goal).max(-1).min()
             assert offset <= GOAL_NOISE * size + 1e-4, goal
     # the robot starts at the start after an auto-reset
@@ -257,8 +264,11 @@ def test_goal_slice_is_the_goal(runners, name):
         start, traj = runner(_zero_actions(env), ball_mode=(AT_GOAL, KEEP))
     else:
         start, traj = runner(_zero_actions(env), mode=(AT_GOAL, KEEP))
-    np.testing.assert_allclose(start.obs[0, np.asarray(env.goal_indices)], start.goal[0], atol=1e-5)
-    assert traj["at_goal"][0, 0] == 1.0 and traj["distance"][0, 0] < 0.1
+    achieved = start.obs[0, np.asarray(env.goal_indices)]
+    np.testing.assert_allclose(achieved[:2], start.goal[0, :2], atol=1e-5)  # teleported in x, y
+    assert np.abs(achieved[2:] - start.goal[0, 2:]).max(initial=0.0) < 0.2  # humanoid's z
+    # (the humanoid's torso stands 0.15 m above its goal height when teleported)
+    assert traj["at_goal"][0, 0] == 1.0 and traj["distance"][0, 0] < 0.3
     assert traj["at_goal"][0, 1] == 0.0 and traj["distance"][0, 1] > env.goal_radius
 
 
@@ -275,8 +285,9 @@ def _wall_shot(env, speed, gap):
 
 
 # (speed m/s, gap to the wall m, clearance the torso centre keeps from the wall face m); the
-# torso sphere of the ant has radius 0.25, the humanoid's torso capsule 0.07.
-_SHOTS = {"ant": (8.0, 1.0, 0.1), "humanoid": (5.0, 0.35, 0.0)}
+# torso sphere of the ant has radius 0.25. The humanoid's walls are 1 m high (half a cell, as
+# the references) and its torso at 1.4 m: the wall stops the hips, the trunk may lean over it.
+_SHOTS = {"ant": (8.0, 1.0, 0.1), "humanoid": (5.0, 0.35, -0.1)}
 
 
 def _assert_blocked(traj, wall_face, xy, gap, clearance):

@@ -40,12 +40,12 @@ N = 2  # envs per batch
 COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 EXPECTED = {  # name: (state_size, goal_size, action_size, goal_radius, default episode_length)
-    "arm_reach": (11, 3, 4, 0.05, 100),
-    "arm_push_easy": (25, 3, 5, 0.1, 150),
-    "arm_push_hard": (25, 3, 5, 0.1, 150),
-    "arm_binpick_easy": (25, 3, 5, 0.1, 150),
-    "arm_binpick_hard": (25, 3, 5, 0.1, 150),
-    "arm_grasp": (25, 3, 5, 0.05, 150),
+    "arm_reach": (10, 3, 4, 0.05, 1000),
+    "arm_push_easy": (14, 3, 5, 0.1, 1000),
+    "arm_push_hard": (14, 3, 5, 0.1, 1000),
+    "arm_binpick_easy": (14, 3, 5, 0.1, 1000),
+    "arm_binpick_hard": (14, 3, 5, 0.1, 1000),
+    "arm_grasp": (14, 3, 5, 0.05, 1000),
     "reacher": (8, 2, 2, 0.05, 1000),
     "pusher": (21, 2, 7, 0.1, 1000),
 }
@@ -148,8 +148,8 @@ def cube_xyz(env, state) -> np.ndarray:
     return np.asarray(state.physics.qpos)[:, env._cube_q : env._cube_q + 3]
 
 
-def grip_xyz(state) -> np.ndarray:
-    return np.asarray(state.obs)[:, 3:6]
+def grip_xyz(env, state) -> np.ndarray:
+    return np.asarray(state.physics.site_xpos)[:, env._grip_site]
 
 
 # ---- fast checks (no MJX compile) --------------------------------------------------------------
@@ -346,9 +346,19 @@ def test_arm_moves_the_grip_toward_commanded_pose(compiled, name):
     if env.action_size == 5:
         actions = np.concatenate([actions, -np.ones((N, 1))], axis=1)
     actions[1] = hold_actions(env, state)[1]  # env 1 holds still: the control
-    before = grip_xyz(state) if name != "arm_reach" else np.asarray(state.obs)[:, :3]
+    before = grip_xyz(env, state)
     state = run(c, state, actions, 4)
-    after = grip_xyz(state) if name != "arm_reach" else np.asarray(state.obs)[:, :3]
+    after = grip_xyz(env, state)
+    # the observed grip position and velocity are MuJoCo's (C) for the reached state
+    grip_at = 4 if name == "arm_reach" else 7
+    m, d = env.sim.mj, mujoco.MjData(env.sim.mj)
+    d.qpos[:], d.qvel[:] = np.asarray(state.physics.qpos[0]), np.asarray(state.physics.qvel[0])
+    mujoco.mj_forward(m, d)
+    velocity = np.zeros(6)
+    mujoco.mj_objectVelocity(m, d, mujoco.mjtObj.mjOBJ_SITE, env._grip_site, velocity, 0)
+    obs = np.asarray(state.obs[0])
+    np.testing.assert_allclose(obs[grip_at : grip_at + 3], after[0], atol=1e-5)
+    np.testing.assert_allclose(obs[grip_at + 3 : grip_at + 6], velocity[3:], atol=1e-3)
     d_before, d_after = (np.linalg.norm(x[0] - target) for x in (before, after))
     assert d_after < 0.6 * d_before, (d_before, d_after)
     assert np.linalg.norm(after[1] - before[1]) < 0.01
@@ -390,7 +400,7 @@ def test_gripper_picks_up_the_cube(compiled, name):
     lift_closed = np.append(arm_model.joint_action(high), 1.0)
     lift_open = np.append(arm_model.joint_action(high), -1.0)
     state = run(c, state, np.stack([lift_closed, lift_open]), 4)
-    cube_now, grip_now = cube_xyz(env, state), grip_xyz(state)
+    cube_now, grip_now = cube_xyz(env, state), grip_xyz(env, state)
     assert cube_now[0, 2] > cube[2] + 0.04, cube_now  # lifted by the closed hand
     assert np.linalg.norm(cube_now[0] - grip_now[0]) < 0.04  # and held between the pads
     assert grip_now[1, 2] > cube[2] + 0.05 and abs(cube_now[1, 2] - cube[2]) < 0.005
