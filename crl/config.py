@@ -133,6 +133,8 @@ class TrainConfig:
         # string is left alone for validate to refuse (tuple("jsonl") would split it).
         if isinstance(self.logger, list):
             object.__setattr__(self, "logger", tuple(self.logger))
+        if isinstance(self.out_dir, os.PathLike):  # a Path is fine; config.json stores str
+            object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
 
     # ---- derived ------------------------------------------------------------------------------
     def actor_network(self) -> NetworkConfig:
