@@ -336,19 +336,23 @@ def parse(argv: list[str]) -> Command:
     return tyro.cli(command_type(defaults), args=argv, prog="crl", config=CLI_MARKERS)
 
 
-def _one_line_warnings(command: Callable[[], str]) -> None:
-    """crl's own warnings (damaged files recovered, ...) as one line each, once each."""
+def _one_line_warnings(command: Callable[[], str]) -> Callable:
+    """crl's own warnings (damaged files recovered, ...) as one line each, once each; returns
+    the formatter it replaced. (The formatter, not showwarning: recording warnings, as
+    pytest.warns does, keeps working.)"""
     shown: set[str] = set()
-    default = warnings.showwarning
+    default = warnings.formatwarning
 
-    def show(message, category, filename, lineno, file=None, line=None):
+    def format_warning(message, category, filename, lineno, line=None):
         if not str(filename).startswith(CRL_SOURCES):
-            return default(message, category, filename, lineno, file, line)
-        if str(message) not in shown:
-            shown.add(str(message))
-            print(f"crl {command()}: warning: {message}", file=file or sys.stderr)
+            return default(message, category, filename, lineno, line)
+        if str(message) in shown:
+            return ""
+        shown.add(str(message))
+        return f"crl {command()}: warning: {message}\n"
 
-    warnings.showwarning = show
+    warnings.formatwarning = format_warning
+    return default
 
 
 CRL_SOURCES = tuple(
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv:
         argv = ["--help"]
     name = argv[0]
-    _one_line_warnings(lambda: name)
+    previous_format = _one_line_warnings(lambda: name)
     try:
         command = parse(argv)
         name = command_name(command)
@@ -387,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         where = f": {e.filename}" if e.filename else ""
         print(f"crl {name}: error: {what}{e.strerror or e}{where}", file=sys.stderr)
         raise SystemExit(4) from None
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":
