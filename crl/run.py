@@ -45,17 +45,25 @@ def train(
     parameters stop the run with guard.NonFiniteError before that epoch is checkpointed."""
     console = console or Console()
     # What was being written when, for a one-line StorageError instead of orbax's tracebacks.
-    activity = {"doing": "preparing the run directory", "run_dir": resume,
-                "hint": "nothing was checkpointed"}
+    activity = {"doing": "preparing the run directory", "run_dir": resume}
     try:
         return _train(config, console, quiet, resume, activity)
     except Exception as error:
         cause = checkpoint.storage_cause(error)
         if cause is None or isinstance(error, (ConfigError, checkpoint.StorageError)):
             raise
-        where = f" in {activity['run_dir']}" if activity["run_dir"] else ""
+        run_dir = activity["run_dir"]
+        where, hint = "", "nothing was written yet"
+        if run_dir is not None:
+            where = f" in {run_dir}"
+            saved = [step for step, _ in checkpoint.checkpoint_metas(run_dir)]
+            hint = (
+                f"last good checkpoint: after epoch {saved[0] - 1} (free space, then resume "
+                f"with: crl train --resume {run_dir})" if saved
+                else f"no checkpoint was saved; free space, delete {run_dir} and start again"
+            )
         raise checkpoint.StorageError(
-            f"{cause[0]} while {activity['doing']}{where} ({cause[1]}); {activity['hint']}"
+            f"{cause[0]} while {activity['doing']}{where} ({cause[1]}); {hint}"
         ) from None
 
 
@@ -166,12 +174,13 @@ def _train(
     )
     checkpointer = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
     train_start = time.perf_counter() - wall_offset
+    last_saved = None
     with progress, checkpointer, loggers:
         task = progress.add_task(
             "epochs", total=config.num_epochs, completed=start_epoch, sps=0.0, tag=0.0
         )
         for epoch in range(start_epoch, config.num_epochs):
-            activity.update(doing=f"training epoch {epoch}", hint=checkpointer.last_good(run_dir))
+            activity["doing"] = f"training epoch {epoch}"
             epoch_start = time.perf_counter()
             steps_before = int(state.env_steps[0])
             state, train_metrics = run_epoch(state)
@@ -214,8 +223,12 @@ def _train(
                     # The rows so far: metrics.jsonl is rebuilt from them if it is damaged.
                     "metrics": list(rows),
                 }
+                if last_saved is not None:  # orbax reports a failed background write late
+                    activity["doing"] = f"saving checkpoint {last_saved}"
+                    checkpointer.wait()
                 activity["doing"] = f"saving checkpoint {done}"
                 checkpointer.save(done, state, meta, config.checkpoint_replay)
+                last_saved = done
             progress.update(
                 task,
                 advance=1,

@@ -373,3 +373,32 @@ def test_read_only_run_directory_is_named(run_copy, monkeypatch, capsys):
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == run_copy else real_access(p, mode, **kw))
     code, err = run_cli(["train", "--resume", str(run_copy)], capsys)
     assert code == 4 and err == f"crl train: error: out dir not writable: {run_copy}"
+
+
+@pytest.mark.slow
+def test_real_write_failure_in_orbax_is_one_line_exit_4(tmp_path):
+    """Files larger than RLIMIT_FSIZE fail with EFBIG inside orbax's background threads (like a
+    full disk, but possible without root): one line on stderr, not orbax's tracebacks."""
+    import resource
+    import subprocess
+    import sys
+
+    flags = ["--env", "point_u", "--num-envs", "2", "--episode-length", "20", "--width", "16",
+             "--unroll-length", "10", "--min-replay-size", "20", "--replay-size", "100",
+             "--batch-size", "16", "--num-sgd-batches", "1", "--total-env-steps", "100",
+             "--num-epochs", "3", "--num-eval-envs", "2"]
+    limit = 100_000  # below the size of orbax's state metadata file of this config (~110 kB)
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "crl", "train", *flags, "--out-dir", str(tmp_path), "--run-name", "r"],
+        preexec_fn=small_files, capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"crl train: error: disk full while saving checkpoint 1 in {tmp_path / 'r'} (File too "
+        f"large); no checkpoint was saved; free space, delete {tmp_path / 'r'} and start again"
+    )
