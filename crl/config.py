@@ -194,7 +194,7 @@ def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
 
 
 def _in_open(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: low < v < high), f"in ({low}, {high})"
+    return (lambda v: low < v < high), f"in ({low:g}, {high:g})"
 
 
 # Range rule per field (types come from the annotations, see check_types). A field that is
