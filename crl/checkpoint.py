@@ -421,7 +421,7 @@ def rewind_metrics(
                 rows.append(row)
     if recorded is not None:
         expected = [r for r in recorded if r["epoch"] < epoch]
-        if rows != expected:
+        if json.dumps(rows) != json.dumps(expected):  # (NaN != NaN as floats)
             state = "missing" if not path.exists() else "damaged or incomplete"
             warnings.warn(
                 f"{path} is {state} ({len(rows)} of {len(expected)} rows of epochs < {epoch} "

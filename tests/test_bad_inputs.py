@@ -404,3 +404,11 @@ def test_real_write_failure_in_orbax_is_one_line_exit_4(tmp_path):
         f"crl train: error: disk full while saving checkpoint 1 in {tmp_path / 'r'} (File too "
         f"large); no checkpoint was saved; free space, delete {tmp_path / 'r'} and start again"
     )
+
+
+def test_recorded_rows_with_nan_match_the_file_without_a_warning(tmp_path):
+    rows = [{"epoch": 0, "seed": 0, "diag/x": math.nan}, {"epoch": 1, "seed": 0, "diag/x": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept = checkpoint.rewind_metrics(tmp_path, 2, json.loads(json.dumps(rows)))  # no warning
+    assert len(kept) == 2 and math.isnan(kept[0]["diag/x"])
+    assert pd.read_csv(tmp_path / "metrics.csv").shape == (2, 3)
