@@ -350,6 +350,23 @@ def saved_config(run_dir: str | Path) -> TrainConfig:
     )
 
 
+def repair_config_file(run_dir: str | Path, config: TrainConfig, resolved: dict[str, Any]) -> bool:
+    """Rewrite a damaged, missing or edited config.json from the config the run resumed with
+    (notebooks and sweep tables read it); True if it was rewritten."""
+    path = Path(run_dir) / "config.json"
+    try:
+        on_disk = _config_from_dict(json.loads(path.read_text()).get("config"), "config.json")
+        if not _differences(on_disk, config):
+            return False
+    except (OSError, ValueError, AttributeError, TypeError):  # ConfigError is a ValueError
+        pass
+    payload = {"config": dataclasses.asdict(config), "resolved": resolved}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+    return True
+
+
 def check_resumable(saved: TrainConfig, given: TrainConfig) -> None:
     """ConfigError naming the first field that differs in a way that changes the run."""
     for field in dataclasses.fields(TrainConfig):

@@ -126,6 +126,8 @@ def _train(
         start_epoch, wall_offset = meta["epoch"], meta["wall_time"]
         random_time_at_goal = meta["random_time_at_goal"]
         rows = checkpoint.rewind_metrics(run_dir, start_epoch, meta.get("metrics"))
+        if distributed.is_primary():
+            checkpoint.repair_config_file(run_dir, config, resolved)
         if not quiet:
             console.print(
                 f"resumed after {start_epoch} completed epochs from {restorer.directory}"

@@ -336,6 +336,7 @@ def test_edited_config_json_does_not_quarantine_good_checkpoints(run_copy, finis
         train(None, quiet=True, resume=run_copy)
     assert_consistent(run_copy, finished_run)
     assert checkpoint.checkpoint_metas(run_copy)[0][0] == 3
+    assert json.loads(path.read_text())["config"]["width"] == 16  # repaired for later readers
 
 
 def test_all_checkpoints_damaged_is_one_line_exit_3(run_copy, capsys):
