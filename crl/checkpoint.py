@@ -12,6 +12,7 @@ finished; the checksum additionally catches a finished step whose files were lat
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -37,7 +38,8 @@ FORMAT_VERSION = 1
 RESUMABLE_CHANGES = frozenset(
     {"out_dir", "run_name", "num_devices", "checkpoint_every", "keep_checkpoints",
      "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode",
-     "score_window"}  # score_window only changes how summary.json averages evaluations
+     # how summary.json averages evaluations; when a diverging run stops
+     "score_window", "divergence_threshold"}
     # The stability audit's thresholds only decide which warnings are printed (crl.audit).
     | {"audit_dead_layer_ratio", "audit_min_effective_rank", "audit_max_dead_units",
        "audit_churn_rises"}
@@ -46,6 +48,38 @@ RESUMABLE_CHANGES = frozenset(
 
 class CheckpointError(RuntimeError):
     """No checkpoint of a run could be loaded and verified."""
+
+
+class StorageError(RuntimeError):
+    """The disk refused a write (full, read-only, no permission); one line naming the cause."""
+
+
+# errno → what to call it; orbax re-raises some write errors without their OSError, so the
+# strerror texts are matched too.
+STORAGE_CAUSES = {
+    errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EFBIG: "disk full",
+    errno.EROFS: "out dir not writable", errno.EACCES: "out dir not writable",
+    errno.EPERM: "out dir not writable",
+}
+
+
+def storage_cause(error: BaseException) -> tuple[str, str] | None:
+    """(cause, detail) when `error` or an exception it chains is a refused write, else None."""
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in STORAGE_CAUSES:
+            where = f": {e.filename}" if e.filename else ""
+            return STORAGE_CAUSES[e.errno], f"{e.strerror}{where}"
+        for code, cause in STORAGE_CAUSES.items():
+            text = os.strerror(code)
+            if text in str(e):
+                return cause, text
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return None
 
 
 # ---- checksum ---------------------------------------------------------------------------------
@@ -140,10 +174,18 @@ class Checkpointer:
     def __enter__(self) -> "Checkpointer":
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        """Let pending writes commit even when training stops with an exception."""
-        self.wait()
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        """Let pending writes commit even when training stops with an exception (whose report
+        a failing background write must not replace)."""
+        if exc is None:
+            self.wait()
+            self.close()
+            return
+        try:
+            self.wait()
+            self.close()
+        except Exception:  # noqa: BLE001 — the exception in flight is the one to report
+            pass
 
     def last_good(self, run_dir: str | Path) -> str:
         """Where to continue from, for error messages."""
@@ -249,17 +291,111 @@ class Checkpointer:
 
 
 # ---- resuming ---------------------------------------------------------------------------------
-def saved_config(run_dir: str | Path) -> TrainConfig:
-    """The TrainConfig a run directory was started with."""
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise ConfigError(f"resume: {run_dir} is not a run directory (no config.json)")
-    saved = json.loads(path.read_text())["config"]
+def checkpoint_metas(run_dir: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(epochs done, meta) of every completed checkpoint whose meta reads, newest first; read
+    from the files without a CheckpointManager (which would create directories)."""
+    directory = Path(run_dir) / CHECKPOINT_DIR
+    found = []
+    steps = sorted(
+        (int(p.name) for p in directory.iterdir() if p.name.isdigit()), reverse=True
+    ) if directory.is_dir() else []
+    for step in steps:
+        try:
+            meta = json.loads((directory / str(step) / "meta" / "metadata").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and isinstance(meta.get("config"), dict):
+            found.append((step, meta))
+    return found
+
+
+def _config_from_dict(saved: Any, source: str) -> TrainConfig:
+    """A TrainConfig from config.json's or a checkpoint's dict; ConfigError if it is not one."""
+    from crl.config import check_types
+
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{source} holds no config")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(saved) - known)
     if unknown:
-        raise ConfigError(f"resume: {run_dir} was written with unknown config fields {unknown}")
-    return TrainConfig(**saved)
+        raise ConfigError(f"{source} was written with unknown config fields {unknown}")
+    config = TrainConfig(**saved)
+    check_types(config)
+    return config
+
+
+def _differences(a: TrainConfig, b: TrainConfig) -> list[str]:
+    """Fields (outside RESUMABLE_CHANGES) where two configs differ, as 'field: a vs b'."""
+    return [
+        f"{f.name}: {getattr(a, f.name)!r} vs {getattr(b, f.name)!r}"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_CHANGES and getattr(a, f.name) != getattr(b, f.name)
+    ]
+
+
+def saved_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run directory was trained with. The newest readable checkpoint's
+    record wins over config.json for what changes the run (shapes, seeds, hyperparameters):
+    a damaged or edited config.json must neither stop a resume nor make good checkpoints look
+    damaged. Fields that may change on resume are taken from config.json when it reads."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    metas = checkpoint_metas(run_dir)
+    if not path.exists() and not metas:
+        raise ConfigError(f"resume: {run_dir} is not a run directory (no config.json)")
+    from_file, problem = None, "config.json is missing"
+    if path.exists():
+        try:
+            from_file = _config_from_dict(json.loads(path.read_text()).get("config"), "config.json")
+        except ConfigError as e:
+            if "unknown config fields" in str(e):
+                raise ConfigError(f"resume: {run_dir}/{e}") from None
+            problem = f"config.json is damaged ({e})"
+        except (OSError, ValueError, AttributeError, TypeError) as e:
+            problem = f"config.json is damaged ({type(e).__name__}: {str(e).splitlines()[0]})"
+    if not metas:
+        if from_file is None:
+            raise ConfigError(f"resume: {run_dir}: {problem} and no checkpoint records the config")
+        return from_file
+    step, meta = metas[0]
+    try:
+        from_checkpoint = _config_from_dict(meta["config"], f"checkpoint {step}")
+    except ConfigError as e:
+        if from_file is None:
+            raise ConfigError(f"resume: {run_dir}: {problem}; {e}") from None
+        return from_file
+    if from_file is None:
+        warnings.warn(f"{run_dir}: {problem}; using the config recorded in checkpoint {step}",
+                      stacklevel=2)
+        return from_checkpoint
+    differ = _differences(from_file, from_checkpoint)
+    if differ:
+        warnings.warn(
+            f"{run_dir}: config.json differs from the config checkpoint {step} was trained with "
+            f"({'; '.join(differ)}, file vs checkpoint); resuming with the checkpoint's",
+            stacklevel=2,
+        )
+    return dataclasses.replace(
+        from_checkpoint, **{f: getattr(from_file, f) for f in RESUMABLE_CHANGES
+                            if hasattr(from_file, f)}
+    )
+
+
+def repair_config_file(run_dir: str | Path, config: TrainConfig, resolved: dict[str, Any]) -> bool:
+    """Rewrite a damaged, missing or edited config.json from the config the run resumed with
+    (notebooks and sweep tables read it); True if it was rewritten."""
+    path = Path(run_dir) / "config.json"
+    try:
+        on_disk = _config_from_dict(json.loads(path.read_text()).get("config"), "config.json")
+        if not _differences(on_disk, config):
+            return False
+    except (OSError, ValueError, AttributeError, TypeError):  # ConfigError is a ValueError
+        pass
+    payload = {"config": dataclasses.asdict(config), "resolved": resolved}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+    return True
 
 
 def check_resumable(saved: TrainConfig, given: TrainConfig) -> None:
@@ -275,33 +411,82 @@ def check_resumable(saved: TrainConfig, given: TrainConfig) -> None:
             )
 
 
+def check_location(run_dir: Path, saved: TrainConfig, given: TrainConfig) -> None:
+    """A resumed run stays where it is: an out_dir or run_name that differs both from where
+    the run directory is and from what it was saved with is a conflicting request, not one
+    to ignore silently."""
+    if given.run_name not in (None, saved.run_name, run_dir.name):
+        raise ConfigError(
+            f"run_name: --resume {run_dir} continues that directory; it cannot be renamed to "
+            f"{given.run_name!r} (drop --run-name, or copy the directory first)"
+        )
+    wanted = Path(given.out_dir).absolute()
+    if wanted not in (Path(saved.out_dir).absolute(), run_dir.parent.absolute()):
+        raise ConfigError(
+            f"out_dir: --resume {run_dir} continues that directory in {run_dir.parent}; it "
+            f"cannot move to {given.out_dir!r} (drop --out-dir, or copy the directory first)"
+        )
+
+
 def resume_config(run_dir: str | Path, given: TrainConfig | None) -> TrainConfig:
     """The config to continue `run_dir` with: `given` (or the saved one) checked against the
     saved config, with out_dir/run_name pointing at `run_dir`."""
     run_dir = Path(run_dir)
     saved = saved_config(run_dir)
     config = given or saved
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig or None, got {type(config).__name__}")
     check_resumable(saved, config)
+    check_location(run_dir, saved, config)
     return dataclasses.replace(config, out_dir=str(run_dir.parent), run_name=run_dir.name)
 
 
-def rewind_metrics(run_dir: str | Path, epoch: int) -> list[dict[str, Any]]:
-    """Keep only metrics rows of epochs < `epoch` (later ones are recomputed after a resume;
-    a line cut by a kill mid-write is dropped). Atomic rewrite; returns the kept rows."""
+def rewind_metrics(
+    run_dir: str | Path, epoch: int, recorded: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Keep only metrics rows of epochs < `epoch` (later ones are recomputed after a resume).
+    `recorded`: the rows the checkpoint of `epoch` recorded; they are the truth, and a damaged,
+    truncated or deleted metrics.jsonl is rebuilt from them (with a warning). Without them
+    (checkpoints from before rows were recorded) unreadable lines are dropped. Rewrites
+    metrics.jsonl atomically and metrics.csv to match; returns the kept rows."""
     path = Path(run_dir) / "metrics.jsonl"
     rows: list[dict[str, Any]] = []
+    damaged = 0
     if path.exists():
-        for line in path.read_text().splitlines():
+        text = path.read_text(errors="replace")
+        lines = text.splitlines()
+        for i, line in enumerate(lines):
             try:
                 row = json.loads(line)
+                usable = isinstance(row, dict) and isinstance(row.get("epoch"), int)
             except json.JSONDecodeError:
+                usable = False
+            if not usable:
+                # A last line without its newline was cut by a kill mid-write: expected.
+                damaged += not (i == len(lines) - 1 and not text.endswith("\n"))
                 continue
-            if row.get("epoch", epoch) < epoch:
+            if row["epoch"] < epoch:
                 rows.append(row)
+    if recorded is not None:
+        expected = [r for r in recorded if r["epoch"] < epoch]
+        if json.dumps(rows) != json.dumps(expected):  # (NaN != NaN as floats)
+            state = "missing" if not path.exists() else "damaged or incomplete"
+            warnings.warn(
+                f"{path} is {state} ({len(rows)} of {len(expected)} rows of epochs < {epoch} "
+                f"read back); rebuilt from the rows recorded in checkpoint {epoch}",
+                stacklevel=2,
+            )
+        rows = expected
+    elif damaged:
+        warnings.warn(f"{path}: dropped {damaged} unreadable line(s)", stacklevel=2)
     if jax.process_index() == 0:
         tmp = path.with_suffix(".jsonl.tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, path)
+        if rows:
+            from crl.run_dir import METRICS_CSV, load_metrics
+
+            load_metrics(run_dir).to_csv(Path(run_dir) / METRICS_CSV, index=False)
     return rows
 
 

@@ -9,20 +9,21 @@ values and `--depth 64` overrides one of them.
 
 Exit codes: 2 for bad input (a ConfigError prints one line `crl <cmd>: error: ...`; tyro
 reports flags it cannot parse), 3 when training stops on non-finite values or no checkpoint
-can be loaded.
+can be loaded, 4 when the disk refuses a write (full, read-only, no permission).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Callable, Literal, Union
 
 import tyro
 
-from crl.checkpoint import CheckpointError
+from crl.checkpoint import CheckpointError, StorageError
 from crl.config import PRESETS, ConfigError, Preset, TrainConfig
 from crl.guard import NonFiniteError
 from envs.registry import UnknownEnvError
@@ -66,7 +67,12 @@ class Train(Command):
         if self.resume is not None:
             from crl.checkpoint import saved_config
 
-            return Train(config=saved_config(self.resume), preset=self.preset, resume=self.resume)
+            # Where the run is now (it may have been moved): other values conflict (resume_config).
+            location = Path(self.resume)
+            saved = dataclasses.replace(
+                saved_config(self.resume), out_dir=str(location.parent), run_name=location.name
+            )
+            return Train(config=saved, preset=self.preset, resume=self.resume)
         return Train(config=PRESETS[self.preset], preset=self.preset)
 
     def execute(self, argv: list[str]) -> None:
@@ -137,6 +143,10 @@ class Render(Command):
     def execute(self, argv: list[str]) -> None:
         options = dict(method=self.method, width=self.width, height=self.height, fps=self.fps,
                        frame_every=self.frame_every, seed=self.seed)
+        if self.num_steps is not None and self.num_steps < 1:
+            raise ConfigError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.out is not None:
+            check_writable_file(self.out, "out")
         try:
             if self.run is not None:
                 from crl.policy import film
@@ -151,6 +161,8 @@ class Render(Command):
                 written = self._random(options)
         except ValueError as error:  # bad sizes, formats, methods: one line
             raise ConfigError(str(error)) from None
+        except OSError as error:
+            raise ConfigError(f"out: cannot write {error.filename or self.out}: {error.strerror}") from None
         files = " and ".join(p for p in (written["video"], written["html"]) if p)
         policy = (
             f"trained policy of {self.run} (epoch {written['epoch']}, seed {written['seed']})"
@@ -169,8 +181,23 @@ class Render(Command):
         html = None
         if self.html and has_brax_viewer(registry.make(name)):
             html = str(Path(out).with_suffix(".html"))
-        renderer = render(name, out, num_steps=self.num_steps or 200, html_path=html, **options)
+        num_steps = 200 if self.num_steps is None else self.num_steps
+        renderer = render(name, out, num_steps=num_steps, html_path=html, **options)
         return {"video": out, "html": html, "renderer": renderer, "env": name}
+
+
+def check_writable_file(path: str, field: str) -> None:
+    """ConfigError unless `path`'s directory can be made and takes a new file: tried before
+    minutes of rendering, not after."""
+    import tempfile
+
+    parent = Path(path).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{field}: cannot write {path}: {e.strerror}") from None
 
 
 @dataclass(frozen=True)
@@ -309,11 +336,36 @@ def parse(argv: list[str]) -> Command:
     return tyro.cli(command_type(defaults), args=argv, prog="crl", config=CLI_MARKERS)
 
 
+def _one_line_warnings(command: Callable[[], str]) -> Callable:
+    """crl's own warnings (damaged files recovered, ...) as one line each, once each; returns
+    the formatter it replaced. (The formatter, not showwarning: recording warnings, as
+    pytest.warns does, keeps working.)"""
+    shown: set[str] = set()
+    default = warnings.formatwarning
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if not str(filename).startswith(CRL_SOURCES):
+            return default(message, category, filename, lineno, line)
+        if str(message) in shown:
+            return ""
+        shown.add(str(message))
+        return f"crl {command()}: warning: {message}\n"
+
+    warnings.formatwarning = format_warning
+    return default
+
+
+CRL_SOURCES = tuple(
+    str(Path(__file__).resolve().parent.parent / package) for package in ("crl", "envs", "experiments")
+)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = ["--help"]
     name = argv[0]
+    previous_format = _one_line_warnings(lambda: name)
     try:
         command = parse(argv)
         name = command_name(command)
@@ -328,6 +380,19 @@ def main(argv: list[str] | None = None) -> None:
     except (NonFiniteError, CheckpointError) as e:
         print(f"crl {name}: error: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    except StorageError as e:
+        print(f"crl {name}: error: {e}", file=sys.stderr)
+        raise SystemExit(4) from None
+    except OSError as e:  # a file the command reads or writes: one line naming it
+        from crl.checkpoint import storage_cause
+
+        cause = storage_cause(e)
+        what = f"{cause[0]}: " if cause else ""
+        where = f": {e.filename}" if e.filename else ""
+        print(f"crl {name}: error: {what}{e.strerror or e}{where}", file=sys.stderr)
+        raise SystemExit(4) from None
+    finally:
+        warnings.formatwarning = previous_format
 
 
 if __name__ == "__main__":

@@ -4,8 +4,14 @@ anything is compiled."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import os
+import types
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import tyro
 
@@ -123,9 +129,17 @@ class TrainConfig:
     wandb_mode: Literal["online", "offline", "disabled"] | None = None
     """offline: files in RUN_DIR/wandb, no network; None: $WANDB_MODE, else online."""
 
+    divergence_threshold: float = 1e10
+    """Stop the run (like a NaN) when a loss's epoch mean exceeds this in magnitude: a loss
+    of 1e21 is finite but the run has diverged; inf = only NaN/Inf stop it."""
+
     def __post_init__(self):
-        # config.json stores tuples as lists; keep the config hashable (jit keys on it).
-        object.__setattr__(self, "logger", tuple(self.logger))
+        # config.json stores tuples as lists; keep the config hashable (jit keys on it). A
+        # string is left alone for validate to refuse (tuple("jsonl") would split it).
+        if isinstance(self.logger, list):
+            object.__setattr__(self, "logger", tuple(self.logger))
+        if isinstance(self.out_dir, os.PathLike):  # a Path is fine; config.json stores str
+            object.__setattr__(self, "out_dir", os.fspath(self.out_dir))
 
     # ---- derived ------------------------------------------------------------------------------
     def actor_network(self) -> NetworkConfig:
@@ -176,6 +190,119 @@ PRESETS: dict[str, TrainConfig] = {
 Preset = Literal["cpu", "paper"]
 
 
+INT32_MAX = 2**31 - 1
+"""Counters, seeds and array dimensions are int32 on device: larger values wrap silently."""
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def _in_open(low: float, high: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: low < v < high), f"in ({low:g}, {high:g})"
+
+
+# Range rule per field (types come from the annotations, see check_types). A field that is
+# None where its annotation allows None is not range-checked. Fields added to TrainConfig need
+# an entry only if they have a range; every int is additionally bounded by INT32_MAX.
+FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": ((lambda v: 0 <= v <= INT32_MAX), f"in [0, {INT32_MAX}] (seeds are int32 on device)"),
+    **{f: _at_least(1) for f in (
+        "num_seeds", "total_env_steps", "num_epochs", "num_envs", "unroll_length",
+        "num_sgd_batches", "replay_size", "width", "repr_size", "num_eval_envs", "score_window",
+    )},
+    "batch_size": ((lambda v: v >= 2), ">= 2 (InfoNCE needs negatives)"),
+    "min_replay_size": ((lambda v: v >= 3), ">= 3 time steps"),
+    "episode_length": ((lambda v: v >= 2), ">= 2 or None"),
+    "discount": _in_open(0.0, 1.0),
+    **{f: ((lambda v: v > 0), "> 0") for f in ("actor_lr", "critic_lr", "alpha_lr")},
+    "logsumexp_penalty": _at_least(0),
+    "diagnostics_every": ((lambda v: v >= 0), ">= 0 (0 = off)"),
+    "checkpoint_every": ((lambda v: v >= 0), ">= 0 (0 = never)"),
+    "keep_checkpoints": _at_least(1),
+    "divergence_threshold": ((lambda v: v > 0), "> 0 (inf = off)"),
+}
+# Floats that may be infinite (everything else must be finite: inf/NaN pass most comparisons).
+INFINITE_OK = frozenset({"divergence_threshold"})
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    """Whether `value` has the annotated type; bool is not an int, an int is a float."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _type_ok(value, typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return isinstance(value, str) and value in typing.get_args(annotation)
+    if origin is tuple:
+        item = typing.get_args(annotation)[0]
+        return isinstance(value, tuple) and all(_type_ok(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _describe(annotation: Any) -> str:
+    """'an int or None', "one of 'swish', 'relu'", ... for error messages."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _describe(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(annotation))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        return f"a tuple of ({_describe(typing.get_args(annotation)[0])})"
+    if annotation is type(None):
+        return "None"
+    return {bool: "a bool", int: "an int", float: "a float", str: "a string"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+@functools.cache
+def _annotations() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig, include_extras=True)
+
+
+def check_types(config: TrainConfig) -> None:
+    """Every field has its annotated type (the Python API gets no parsing), floats are finite
+    and every value is in its FIELD_RULES range; ints fit int32."""
+    for name, annotation in _annotations().items():
+        value = getattr(config, name)
+        if not _type_ok(value, annotation):
+            raise ConfigError(f"{name} must be {_describe(annotation)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            if not (name in INFINITE_OK and value == math.inf):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+        if value is None or isinstance(value, (bool, str, tuple)):
+            continue
+        if name in FIELD_RULES:
+            ok, allowed = FIELD_RULES[name]
+            if not ok(value):
+                raise ConfigError(f"{name} must be {allowed}, got {value!r}")
+        if isinstance(value, numbers.Integral) and abs(value) > INT32_MAX:
+            raise ConfigError(f"{name} must be <= {INT32_MAX} (int32 on device), got {value!r}")
+
+
+def check_run_name(config: TrainConfig) -> None:
+    """run_name is one directory name: nothing may be written outside out_dir."""
+    name = config.run_name
+    if name is None:
+        return
+    if name in ("", ".", "..") or "/" in name or "\\" in name or os.sep in name or "\0" in name:
+        raise ConfigError(
+            f"run_name must be a single directory name (no '/', not '.' or '..'), got {name!r}"
+        )
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError for the first invalid field; cheap, runs before any compile."""
 
@@ -183,6 +310,10 @@ def validate(config: TrainConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    check_types(config)
+    check_run_name(config)
     try:
         envs.check_name(config.env)
     except envs.UnknownEnvError as e:
@@ -199,27 +330,11 @@ def validate(config: TrainConfig) -> None:
                 check_depth(value, field)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-    for field in (
-        "num_seeds", "total_env_steps", "num_epochs", "num_envs", "unroll_length", "batch_size",
-        "num_sgd_batches", "replay_size", "min_replay_size", "width", "repr_size",
-        "num_eval_envs", "score_window",
-    ):
-        require(getattr(config, field) >= 1, f"{field} must be >= 1, got {getattr(config, field)}")
-    require(config.batch_size >= 2, f"batch_size must be >= 2 (InfoNCE needs negatives), got {config.batch_size}")
     require(
-        config.episode_length is None or config.episode_length >= 2,
-        f"episode_length must be >= 2 or None, got {config.episode_length}",
+        config.seed + config.num_seeds - 1 <= INT32_MAX,
+        f"seed: seeds {config.seed}..{config.seed + config.num_seeds - 1} exceed {INT32_MAX} "
+        f"(int32 on device)",
     )
-    require(
-        config.matmul_dtype in ("float32", "bfloat16"),
-        f"matmul_dtype must be float32 or bfloat16, got {config.matmul_dtype!r}",
-    )
-    require(config.diagnostics_every >= 0, f"diagnostics_every must be >= 0 (0 = off), got {config.diagnostics_every}")
-    require(0.0 < config.discount < 1.0, f"discount must be in (0, 1), got {config.discount}")
-    for field in ("actor_lr", "critic_lr", "alpha_lr"):
-        require(getattr(config, field) > 0, f"{field} must be > 0, got {getattr(config, field)}")
-    require(config.logsumexp_penalty >= 0, f"logsumexp_penalty must be >= 0, got {config.logsumexp_penalty}")
-    require(config.min_replay_size >= 3, f"min_replay_size must be >= 3 time steps, got {config.min_replay_size}")
     require(
         config.min_replay_size <= config.replay_size,
         f"min_replay_size ({config.min_replay_size}) must be <= replay_size ({config.replay_size})",
@@ -234,19 +349,33 @@ def validate(config: TrainConfig) -> None:
         f"batch_size ({config.batch_size}) is larger than the buffer holds when training starts "
         f"({prefill_transitions} transitions = min_replay_size rounded up to unrolls × num_envs)",
     )
-    require(config.checkpoint_every >= 0, f"checkpoint_every must be >= 0 (0 = never), got {config.checkpoint_every}")
-    require(config.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
     check_stability_fields(config)
     check_devices(config)
     from crl.tracking import check_installed  # the trackers' clients are optional extras
 
     check_installed(config)
+    from crl.memory import check_memory
+
+    check_memory(config, jax_device_count(config))
+    steps = (config.prefill_unrolls + config.num_epochs) * config.env_steps_per_iteration
+    require(
+        steps <= INT32_MAX,
+        f"num_envs: num_envs × unroll_length × (prefill unrolls + num_epochs) = {steps} env "
+        f"steps, more than the int32 step counter holds ({INT32_MAX})",
+    )
     minimum = (config.prefill_unrolls + config.num_epochs) * config.env_steps_per_iteration
     require(
         config.total_env_steps >= minimum,
         f"total_env_steps ({config.total_env_steps}) must cover prefill plus one iteration per "
         f"epoch: at least {minimum}",
     )
+
+
+def jax_device_count(config: TrainConfig) -> int:
+    """Devices the run splits envs and replay over (num_devices, or all)."""
+    import jax
+
+    return config.num_devices or jax.device_count()
 
 
 def check_stability_fields(config: TrainConfig) -> None:

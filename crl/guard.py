@@ -3,6 +3,7 @@ each epoch, before that epoch's state can be checkpointed."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -35,10 +36,14 @@ def nonfinite_flags(agent_state: Any, metrics: dict[str, jax.Array]) -> dict[str
     return {k: v.astype(jnp.float32) for k, v in flags.items()}
 
 
-def check_epoch(epoch: int, rows: list[dict[str, Any]], last_good: str) -> None:
-    """Raise NonFiniteError if any seed's epoch metrics carry a non-finite flag. `rows` are the
-    epoch's metrics rows (keys 'train/<flag>'); `last_good` describes the checkpoint to resume."""
-    bad = []
+def check_epoch(
+    epoch: int, rows: list[dict[str, Any]], last_good: str, divergence_threshold: float = math.inf
+) -> None:
+    """Raise NonFiniteError if any seed's epoch metrics carry a non-finite flag, or a loss whose
+    magnitude exceeds `divergence_threshold` (finite but diverged: the next epochs would be NaN).
+    `rows` are the epoch's metrics rows (keys 'train/<flag>'); `last_good` describes the
+    checkpoint to resume."""
+    bad, diverged = [], []
     for row in rows:
         quantities = [name for flag, name in FLAGS.items() if row.get(f"train/{flag}", 0.0) != 0.0]
         if quantities:
@@ -48,11 +53,30 @@ def check_epoch(epoch: int, rows: list[dict[str, Any]], last_good: str) -> None:
             )
             detail = f" ({', '.join(culprits)})" if culprits else ""
             bad.append(f"seed {row['seed']}: {', '.join(quantities)}{detail}")
+            continue
+        large = [
+            f"{k} {float(row[f'train/{k}']):.3g}" for k in LOSS_KEYS
+            if abs(_as_float(row.get(f"train/{k}", 0.0))) > divergence_threshold
+        ]
+        if large:
+            diverged.append(f"seed {row['seed']}: {', '.join(large)}")
     if bad:
         raise NonFiniteError(
             f"non-finite values at epoch {epoch} — {'; '.join(bad)}; stopped without "
             f"checkpointing this epoch; {last_good}"
         )
+    if diverged:
+        raise NonFiniteError(
+            f"diverged at epoch {epoch} — {'; '.join(diverged)} (|loss| > divergence_threshold "
+            f"{divergence_threshold:.3g}); stopped without checkpointing this epoch; {last_good}"
+        )
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _finite_float(value: Any) -> bool:

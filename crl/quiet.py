@@ -5,8 +5,9 @@
     too): that import is done here with stdout captured, and any other line is passed through;
   * brax warns that its pipelines are no longer maintained (a UserWarning from brax.io.mjcf,
     every time an env builds its System): ignored for that message and module only;
-  * orbax logs routine WARNINGs through absl ("WARNING:absl:..."): absl's logger is set to
-    ERROR.
+  * orbax logs routine WARNINGs through absl ("WARNING:absl:..."), and when a checkpoint write
+    fails (disk full, read-only) ERRORs with tracebacks from each of its threads, which crl
+    reports itself in one line (crl.checkpoint.StorageError): absl's logger is set to CRITICAL.
 
 crl's own warnings (e.g. a damaged checkpoint) and errors are untouched.
 """
@@ -40,5 +41,5 @@ def import_without_warp_notice(module: str) -> None:
 def silence_third_party() -> None:
     """Silence the notices listed in the module docstring for the rest of the process."""
     warnings.filterwarnings("ignore", message=BRAX_NOTICE, category=UserWarning, module=r"brax\.")
-    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     import_without_warp_notice("mujoco.mjx")

@@ -4,6 +4,7 @@ evaluation, logging and a progress bar in between."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from crl import audit, checkpoint, diagnostics, distributed, guard, scores, tracking
 from crl import run_dir as run_dir_lib
-from crl.config import TrainConfig, validate
+from crl.config import ConfigError, TrainConfig, validate
 from crl.train import make_trainer
 
 
@@ -43,6 +44,33 @@ def train(
     after that checkpoint are recomputed, not duplicated. Non-finite losses, gradients or
     parameters stop the run with guard.NonFiniteError before that epoch is checkpointed."""
     console = console or Console()
+    # What was being written when, for a one-line StorageError instead of orbax's tracebacks.
+    activity = {"doing": "preparing the run directory", "run_dir": resume}
+    try:
+        return _train(config, console, quiet, resume, activity)
+    except Exception as error:
+        cause = checkpoint.storage_cause(error)
+        if cause is None or isinstance(error, (ConfigError, checkpoint.StorageError)):
+            raise
+        run_dir = activity["run_dir"]
+        where, hint = "", "nothing was written yet"
+        if run_dir is not None:
+            where = f" in {run_dir}"
+            saved = [step for step, _ in checkpoint.checkpoint_metas(run_dir)]
+            hint = (
+                f"last good checkpoint: after epoch {saved[0] - 1} (free space, then resume "
+                f"with: crl train --resume {run_dir})" if saved
+                else f"no checkpoint was saved; free space, delete {run_dir} and start again"
+            )
+        raise checkpoint.StorageError(
+            f"{cause[0]} while {activity['doing']}{where} ({cause[1]}); {hint}"
+        ) from None
+
+
+def _train(
+    config: TrainConfig | None, console: Console, quiet: bool, resume: str | Path | None,
+    activity: dict[str, Any],
+) -> dict[str, Any]:
     if resume is not None:
         config = checkpoint.resume_config(resume, config)
     validate(config)
@@ -63,10 +91,13 @@ def train(
     }
     if resume is not None:
         run_dir = Path(resume)
+        if distributed.is_primary() and not os.access(run_dir, os.W_OK):
+            raise checkpoint.StorageError(f"out dir not writable: {run_dir}")
     elif distributed.is_primary():
         run_dir = run_dir_lib.create(config, resolved)
     else:
         run_dir = Path(config.out_dir) / config.run_name  # set in multi-process jobs (validate)
+    activity["run_dir"] = run_dir
     if not quiet:
         console.print(f"[bold]crl[/] run directory: {run_dir}")
 
@@ -95,7 +126,9 @@ def train(
         state = abstract_state.replace(**fields)
         start_epoch, wall_offset = meta["epoch"], meta["wall_time"]
         random_time_at_goal = meta["random_time_at_goal"]
-        rows = checkpoint.rewind_metrics(run_dir, start_epoch)
+        rows = checkpoint.rewind_metrics(run_dir, start_epoch, meta.get("metrics"))
+        if distributed.is_primary():
+            checkpoint.repair_config_file(run_dir, config, resolved)
         if not quiet:
             console.print(
                 f"resumed after {start_epoch} completed epochs from {restorer.directory}"
@@ -144,11 +177,13 @@ def train(
     )
     checkpointer = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
     train_start = time.perf_counter() - wall_offset
+    last_saved = None
     with progress, checkpointer, loggers:
         task = progress.add_task(
             "epochs", total=config.num_epochs, completed=start_epoch, sps=0.0, tag=0.0
         )
         for epoch in range(start_epoch, config.num_epochs):
+            activity["doing"] = f"training epoch {epoch}"
             epoch_start = time.perf_counter()
             steps_before = int(state.env_steps[0])
             state, train_metrics = run_epoch(state)
@@ -173,19 +208,30 @@ def train(
                     auditor.review(epoch, diagnose(epoch, state), console),
                 )
             ]
+            activity["doing"] = f"writing the metrics of epoch {epoch}"
             loggers.log_epoch(epoch_rows)
             rows.extend(epoch_rows)
-            guard.check_epoch(epoch, epoch_rows, checkpointer.last_good(run_dir))
+            guard.check_epoch(
+                epoch, epoch_rows, checkpointer.last_good(run_dir), config.divergence_threshold
+            )
             done = epoch + 1
             if config.checkpoint_every and (
                 done % config.checkpoint_every == 0 or done == config.num_epochs
             ):
                 meta = {
                     "config": dataclasses.asdict(config),
+                    "resolved": resolved,
                     "wall_time": epoch_rows[0]["wall_time"],
                     "random_time_at_goal": random_time_at_goal,
+                    # The rows so far: metrics.jsonl is rebuilt from them if it is damaged.
+                    "metrics": list(rows),
                 }
+                if last_saved is not None:  # orbax reports a failed background write late
+                    activity["doing"] = f"saving checkpoint {last_saved}"
+                    checkpointer.wait()
+                activity["doing"] = f"saving checkpoint {done}"
                 checkpointer.save(done, state, meta, config.checkpoint_replay)
+                last_saved = done
             progress.update(
                 task,
                 advance=1,
@@ -193,6 +239,11 @@ def train(
                 tag=float(np.mean([r["eval/time_at_goal"] for r in epoch_rows])),
             )
 
+    if not rows:
+        raise checkpoint.CheckpointError(
+            f"{run_dir}: no metrics rows to summarise (metrics.jsonl is missing and the "
+            f"checkpoint predates recorded rows)"
+        )
     final_rows = rows[-config.num_seeds :]
     # The score: per seed, the mean of the last score_window evaluations (crl.scores).
     final_tag = scores.scores_per_seed(rows, [int(s) for s in seeds], config.score_window)
@@ -218,6 +269,7 @@ def train(
         "episode_length": env.episode_length,
         audit.WARNINGS_KEY: auditor.lines,
     }
+    activity["doing"] = "writing summary.json"
     loggers.finish(summary)
     if not quiet:
         console.print(summary_table(summary))

@@ -379,10 +379,31 @@ def check_depths(axes: dict[str, tuple[int, ...] | None]) -> None:
                 raise ConfigError(str(e)) from None
 
 
+def check_sweep_options(options: SweepOptions) -> None:
+    """One-line errors for options that would train nothing, or train and then fail."""
+    check_depths({n: getattr(options, n) for n in ("depths", "actor_depths", "critic_depths")})
+    for name in ("depths", "widths", "batch_sizes", "actor_depths", "critic_depths"):
+        value = getattr(options, name)
+        if value is not None and len(value) == 0:
+            raise ConfigError(f"{name}: empty; give at least one value (or leave the flag out)")
+    for name in ("widths", "batch_sizes"):
+        for value in getattr(options, name) or ():
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+    if options.final_epochs < 1:
+        raise ConfigError(f"final_epochs must be >= 1, got {options.final_epochs}")
+    sweep_dir = Path(options.sweep_dir)
+    if sweep_dir.exists() and not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {sweep_dir} is a file, not a directory")
+    if options.summarize_only and not sweep_dir.is_dir():
+        raise ConfigError(f"sweep_dir: {sweep_dir} does not exist (nothing to summarise)")
+    shard([], options.shard_index, options.num_shards)  # its one-line range check
+
+
 def run_command(options: SweepOptions, base: TrainConfig) -> pd.DataFrame:
     """`crl sweep` (parsed by crl.cli): run (this shard of) a depth sweep and print the summary
     table."""
-    check_depths({n: getattr(options, n) for n in ("depths", "actor_depths", "critic_depths")})
+    check_sweep_options(options)
     console = Console()
     if options.summarize_only:
         table = write_table(options.sweep_dir)
