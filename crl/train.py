@@ -242,7 +242,8 @@ class Trainer:
             else:
                 state, goal = self.split_obs(env_state.obs)
                 action = self.agent.act(actor_params, state, goal, None)
-            env_state = jax.vmap(env.step)(env_state, action)
+            # Only the first episode counts, so no env needs an auto-reset.
+            env_state = jax.vmap(env.step_without_reset)(env_state, action)
             return env_state, (env_state.metrics, env_state.done)
 
         rngs = jax.random.split(action_rng, env.episode_length)
