@@ -16,7 +16,7 @@ from flax import struct
 
 from crl import checkpoint
 from crl.config import TrainConfig
-from crl.run import train
+from crl.run import TIMING_COLUMNS, train
 from crl.run_dir import load_metrics
 
 
@@ -83,7 +83,7 @@ REACHER = TrainConfig(
 
 
 def comparable(run_dir: Path) -> pd.DataFrame:
-    frame = load_metrics(run_dir).drop(columns=["wall_time", "env_steps_per_second"])
+    frame = load_metrics(run_dir).drop(columns=list(TIMING_COLUMNS))
     return frame.sort_values(["epoch", "seed"]).reset_index(drop=True)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crl import run as crl_run
 from crl.config import TrainConfig
 from crl.run import train
 from crl.run_dir import load_metrics
@@ -25,7 +26,7 @@ CONFIG = TrainConfig(
     episode_length=50, batch_size=32, num_sgd_batches=4, replay_size=200, min_replay_size=40,
     width=32, depth=4, num_eval_envs=8,
 )
-TIMING_COLUMNS = ["wall_time", "env_steps_per_second"]
+TIMING_COLUMNS = list(crl_run.TIMING_COLUMNS)
 
 TWO_DEVICE_SCRIPT = """
 import dataclasses, json, sys

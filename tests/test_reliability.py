@@ -21,6 +21,7 @@ import pytest
 from flax import struct
 
 from crl import checkpoint, cli
+from crl import run as crl_run
 from crl.config import ConfigError, TrainConfig, validate
 from crl.guard import NonFiniteError
 from crl.run import train
@@ -34,7 +35,7 @@ TINY = TrainConfig(
     episode_length=50, batch_size=32, num_sgd_batches=4, replay_size=200, min_replay_size=40,
     width=32, depth=4, num_eval_envs=8, checkpoint_every=1, keep_checkpoints=2,
 )
-TIMING_COLUMNS = ["wall_time", "env_steps_per_second"]
+TIMING_COLUMNS = list(crl_run.TIMING_COLUMNS)
 
 
 def tiny_flags(config: TrainConfig) -> list[str]:

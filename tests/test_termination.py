@@ -18,7 +18,7 @@ import pytest
 import envs
 import terminating_env
 from crl.config import ConfigError, TrainConfig, validate
-from crl.run import train
+from crl.run import TIMING_COLUMNS, train
 from crl.run_dir import load_metrics
 from crl.train import Trainer, eval_env_name, make_agent, make_trainer
 
@@ -89,7 +89,7 @@ def test_eval_env_must_be_registered_and_of_the_same_sizes():
 
 
 def comparable(run_dir: Path) -> pd.DataFrame:
-    frame = load_metrics(run_dir).drop(columns=["wall_time", "env_steps_per_second"])
+    frame = load_metrics(run_dir).drop(columns=list(TIMING_COLUMNS))
     return frame.sort_values(["epoch", "seed"]).reset_index(drop=True)
 
 
