@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -150,10 +149,16 @@ def _train(
         ),
     ).lower(state).compile()
     compile_seconds = time.perf_counter() - start
-    evaluate = jax.jit(jax.vmap(trainer.evaluate))
-    evaluate_random = jax.jit(jax.vmap(partial(trainer.evaluate, random_policy=True)))
+    # One program for the random baseline and every epoch's evaluation: compiled once, here.
+    evaluate_either = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)))
+
+    def evaluate(actor_params, rngs):
+        return evaluate_either(actor_params, rngs, jnp.asarray(False))
+
     if random_time_at_goal is None:
-        random_eval = per_seed(evaluate_random(state.agent.actor_params, baseline_rngs))
+        random_eval = per_seed(
+            evaluate_either(state.agent.actor_params, baseline_rngs, jnp.asarray(True))
+        )
         random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
     if not quiet:
         console.print(

@@ -222,26 +222,32 @@ class Trainer:
         return state, mean_over_leading(metrics)
 
     def evaluate(
-        self, actor_params: dict, rng: jax.Array, random_policy: bool = False
+        self, actor_params: dict, rng: jax.Array, random_policy: bool | jax.Array = False
     ) -> dict[str, jax.Array]:
         """One episode on each of `num_eval_envs` fresh eval envs with the deterministic policy
         (or a uniformly random one, the baseline). Only each env's first episode counts (as in
         the references): time_at_goal is its number of steps within the goal radius, success
         whether it reached the goal at all, final_distance the distance at its last step.
-        Early termination ends it before the time limit; later episodes are not counted."""
+        Early termination ends it before the time limit; later episodes are not counted.
+        `random_policy` may be a traced bool, so one compiled program evaluates both."""
         env = self.evaluation_env
         reset_rng, action_rng = jax.random.split(rng)
         env_state = jax.vmap(env.reset)(jax.random.split(reset_rng, self.config.num_eval_envs))
         env_state = constrain_leading(env_state, self.mesh)
 
         def one_step(env_state: EnvState, step_rng: jax.Array):
-            if random_policy:
-                action = jax.random.uniform(
-                    step_rng, (self.config.num_eval_envs, env.action_size), minval=-1, maxval=1
-                )
-            else:
+            def random_action():
+                shape = (self.config.num_eval_envs, env.action_size)
+                return jax.random.uniform(step_rng, shape, minval=-1, maxval=1)
+
+            def policy_action():
                 state, goal = self.split_obs(env_state.obs)
-                action = self.agent.act(actor_params, state, goal, None)
+                return self.agent.act(actor_params, state, goal, None)
+
+            if isinstance(random_policy, bool):
+                action = random_action() if random_policy else policy_action()
+            else:  # traced: one compiled program serves the baseline and the policy
+                action = jnp.where(random_policy, random_action(), policy_action())
             # Only the first episode counts, so no env needs an auto-reset.
             env_state = jax.vmap(env.step_without_reset)(env_state, action)
             return env_state, (env_state.metrics, env_state.done)
