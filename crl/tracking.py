@@ -33,7 +33,9 @@ CLIENTS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "w
 TENSORBOARD_DIR = "tensorboard"
 TRACKING_FILE = "tracking.json"  # ids that let a resumed run continue its tracker runs
 # Row keys without a "/" that are metrics (the others are coordinates or config columns).
-PLAIN_METRICS = frozenset({"wall_time", "env_steps_per_second", "env_steps_per_second_with_eval", "eval_seconds"})
+PLAIN_METRICS = frozenset(
+    {"wall_time", "env_steps_per_second", "env_steps_per_second_with_eval", "eval_seconds"}
+)
 
 
 def check_installed(config: TrainConfig) -> None:

@@ -3,8 +3,10 @@
 An env is a set of pure functions over a single environment's `EnvState`; callers `jax.vmap`
 them over a batch of envs. An episode ends at the time limit (`episode_length`) or, where the
 env has `terminate_when_unhealthy` set, as soon as `is_unhealthy` holds for the state reached
-(e.g. a fallen ant or humanoid, as in the references). When an episode ends, `step` auto-resets inside the same call to a fresh start *and a freshly sampled goal*
-(the public CRL code kept the first goal forever).
+(e.g. a fallen ant or humanoid, as in the references). When an episode ends, `step` auto-resets
+inside the same call to a fresh start *and a freshly sampled goal* (the public CRL code kept
+the first goal forever); `envs.vector.step` does the same for a batch without computing a reset
+for every env on every step.
 """
 
 from __future__ import annotations

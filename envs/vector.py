@@ -36,7 +36,10 @@ class Spares:
 
 def _where(mask: jax.Array, a, b):
     """Per-env select over batched pytrees (mask has shape [num_envs])."""
-    return jax.tree.map(lambda x, y: jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y), a, b)
+    def select(x, y):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 1)), x, y)
+
+    return jax.tree.map(select, a, b)
 
 
 def prepare_spares(env: GoalEnv, env_state: EnvState) -> tuple[EnvState, Spares]:

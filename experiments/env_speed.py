@@ -70,7 +70,8 @@ def measure_env_steps_per_second(
             state, spares = step(state, spares, action)
             return (state, spares), state.metrics["at_goal"].mean()
 
-        (state, _), at_goal = jax.lax.scan(body, (state, spares), jax.random.split(key, unroll_length))
+        keys = jax.random.split(key, unroll_length)
+        (state, _), at_goal = jax.lax.scan(body, (state, spares), keys)
         return state, at_goal.mean()
 
     def rollout(rng: jax.Array) -> tuple[envs.EnvState, jax.Array]:

@@ -105,9 +105,10 @@ def test_starts_and_goals_after_auto_reset_follow_the_reset_distribution():
     restarted_starts = np.asarray(after.obs)[..., :2][done]
     reference = jax.vmap(env.reset)(jax.random.split(jax.random.PRNGKey(7), 4096))
     assert len(restarted_goals) > 500
+    reference_goals, reference_starts = np.asarray(reference.goal), np.asarray(reference.obs)
     for column in range(2):
-        goal_test = stats.ks_2samp(restarted_goals[:, column], np.asarray(reference.goal)[:, column])
-        start_test = stats.ks_2samp(restarted_starts[:, column], np.asarray(reference.obs)[:, column])
+        goal_test = stats.ks_2samp(restarted_goals[:, column], reference_goals[:, column])
+        start_test = stats.ks_2samp(restarted_starts[:, column], reference_starts[:, column])
         assert goal_test.pvalue > 0.01, goal_test
         assert start_test.pvalue > 0.01, start_test
     # Goals of different episodes are distinct draws (no cached first goal).
