@@ -26,7 +26,7 @@ from rich.table import Table
 from crl import audit, checkpoint, diagnostics, distributed, guard, scores, tracking
 from crl import run_dir as run_dir_lib
 from crl.config import ConfigError, TrainConfig, validate
-from crl.train import make_trainer
+from crl.train import make_trainer, over_seeds
 
 
 def train(
@@ -108,9 +108,9 @@ def _train(
     init_rngs, eval_rngs, baseline_rngs = keys[:, 0], keys[:, 1], keys[:, 2]
 
     # Envs and replay split along num_envs across the mesh, everything else replicated.
-    abstract_state = jax.eval_shape(jax.vmap(trainer.init), init_rngs)
+    abstract_state = jax.eval_shape(over_seeds(trainer.init), init_rngs)
     shardings = distributed.train_state_sharding(abstract_state, mesh)
-    init = jax.jit(jax.vmap(trainer.init), **distributed.jit_shardings(mesh, out_shardings=shardings))
+    init = jax.jit(over_seeds(trainer.init), **distributed.jit_shardings(mesh, out_shardings=shardings))
     start_epoch, rows, wall_offset, random_time_at_goal = 0, [], 0.0, None
     start = time.perf_counter()
     if resume is not None:
@@ -142,7 +142,7 @@ def _train(
 
     start = time.perf_counter()
     run_epoch = jax.jit(
-        jax.vmap(trainer.run_epoch),
+        over_seeds(trainer.run_epoch),
         donate_argnums=0,
         **distributed.jit_shardings(
             mesh, in_shardings=(shardings,), out_shardings=(shardings, distributed.replicated(mesh))

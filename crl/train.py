@@ -3,7 +3,8 @@
 `Trainer` holds only static things (config, env, agent); its methods are pure functions of a
 `TrainState` pytree, so a whole epoch — `iterations_per_epoch` × (collect `unroll_length` steps
 from `num_envs` envs, insert, `num_sgd_batches` updates) — is one `jax.jit`-compiled `lax.scan`,
-and the state can be vmapped over seeds. Python runs only between epochs (see `crl.run`).
+and the state can be vmapped over seeds (`over_seeds`). Python runs only between epochs (see
+`crl.run`).
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ def make_agent(config: TrainConfig, env: GoalEnv) -> CRLAgent:
     )
 
 
+SEED_AXIS = "seeds"
+
+
+def over_seeds(fn, **vmap_kwargs):
+    """`jax.vmap(fn)` over the leading seed axis, named SEED_AXIS. Collection reduces its
+    "did an episode end" test over that axis, so the auto-reset stays a branch taken only on
+    steps where some env finished (unnamed, a vmapped `lax.cond` computes both sides)."""
+    return jax.vmap(fn, axis_name=SEED_AXIS, **vmap_kwargs)
+
+
 def mean_over_leading(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     return jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics)
 
@@ -120,7 +131,7 @@ class Trainer:
             record = {"state": state, "action": action, "step": env_state.step}
             if self.config.diagnostics_every:  # off-policy drift needs the behaviour density
                 record.update(diagnostics.behaviour_record(self.agent, actor_params, state, goal, action))
-            next_state, spares = vector.step(self.env, env_state, action, spares)
+            next_state, spares = vector.step(self.env, env_state, action, spares, SEED_AXIS)
             return (next_state, spares), (record, next_state.metrics)
 
         env_state = constrain_leading(env_state, self.mesh)

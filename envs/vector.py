@@ -14,6 +14,10 @@ only on steps where some env finished:
   (one batched reset per unroll instead of per step); an env that finishes takes its spare, and
   only an env that finishes a second time in the same unroll makes the step fall back to a
   batched reset. Every new episode still gets its own freshly sampled start and goal.
+
+Under an outer `jax.vmap` (crl vmaps the whole program over seeds) a `lax.cond` whose predicate
+differs per vmapped element becomes a select that evaluates both branches. Pass that vmap's
+`axis_name`: the "did any env finish" test is then reduced over it too, and stays a real branch.
 """
 
 from __future__ import annotations
@@ -49,17 +53,31 @@ def prepare_spares(env: GoalEnv, env_state: EnvState) -> tuple[EnvState, Spares]
     return env_state.replace(rng=keys[:, 1]), spares
 
 
+def any_finished(flags: jax.Array, axis_name: str | None) -> jax.Array:
+    """`jnp.any(flags)`, also reduced over the vmapped axis `axis_name` when a vmap binds it (a
+    predicate equal across that axis keeps `lax.cond` a branch instead of a select)."""
+    found = jnp.any(flags)
+    if axis_name is None:
+        return found
+    try:
+        return jax.lax.psum(found.astype(jnp.int32), axis_name) > 0
+    except NameError:  # not traced under a vmap that names the axis: one program, one batch
+        return found
+
+
 def uses_spares(env: GoalEnv) -> bool:
     """Spares pay off only where episodes end at different steps (early termination)."""
     return bool(env.terminate_when_unhealthy)
 
 
 def step(
-    env: GoalEnv, env_state: EnvState, action: jax.Array, spares: Spares | None = None
+    env: GoalEnv, env_state: EnvState, action: jax.Array, spares: Spares | None = None,
+    axis_name: str | None = None,
 ) -> tuple[EnvState, Spares | None]:
     """Step a batch of envs ([num_envs, ...]) with auto-reset; same semantics as
     `jax.vmap(env.step)`: a finished env's returned state is a fresh episode carrying the last
-    state's `done` and `metrics`. Returns the new states and the spares left."""
+    state's `done` and `metrics`. Returns the new states and the spares left. `axis_name`: the
+    outer vmap's axis (seeds), if any (see the module docstring)."""
     keys = jax.vmap(jax.random.split)(env_state.rng)
     reset_rngs = keys[:, 0]
     stepped = jax.vmap(env.step_without_reset)(env_state, action).replace(rng=keys[:, 1])
@@ -75,12 +93,14 @@ def step(
         fresh = (
             fresh_batch()
             if spares is None
-            else jax.lax.cond(jnp.any(finished & ~available), fresh_batch, lambda: spares.state)
+            else jax.lax.cond(
+                any_finished(finished & ~available, axis_name), fresh_batch, lambda: spares.state)
         )
         fresh = fresh.replace(done=stepped.done, metrics=stepped.metrics)
         return _where(finished, fresh, stepped)
 
-    new_state = jax.lax.cond(jnp.any(finished), reset_finished, lambda s: s, stepped)
+    new_state = jax.lax.cond(
+        any_finished(finished, axis_name), reset_finished, lambda s: s, stepped)
     if spares is not None:
         spares = spares.replace(available=available & ~finished)
     return new_state, spares

@@ -50,7 +50,7 @@ from crl.networks import (
     check_depth,
     dense,
 )
-from crl.train import Trainer, make_agent, make_env
+from crl.train import Trainer, make_agent, make_env, over_seeds
 
 Section = Literal["compile", "throughput", "env", "memory", "seeds", "precision"]
 SECTIONS: tuple[Section, ...] = ("compile", "throughput", "env", "memory", "seeds", "precision")
@@ -387,8 +387,8 @@ def compile_task(config: dict, network: NetworkKind, program: Literal["epoch", "
     rng = jax.random.PRNGKey(0)
     if program == "epoch":
         keys = jax.random.split(rng, 1)
-        args = (jax.eval_shape(jax.vmap(trainer.init), keys),)
-        fn = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0)
+        args = (jax.eval_shape(over_seeds(trainer.init), keys),)
+        fn = jax.jit(over_seeds(trainer.run_epoch), donate_argnums=0)
     else:
         agent = trainer.agent
         args = (jax.eval_shape(agent.init, rng), abstract_batch(agent, trainer.config.batch_size), rng)
@@ -572,8 +572,8 @@ def measure_env(cfg: BenchConfig, env_name: str, num_envs: int) -> dict:
     row["backend"] = trainer.env.backend
 
     keys = jax.random.split(rng, 1)
-    state = jax.jit(jax.vmap(trainer.init))(keys)
-    run_epoch = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0).lower(state).compile()
+    state = jax.jit(over_seeds(trainer.init))(keys)
+    run_epoch = jax.jit(over_seeds(trainer.run_epoch), donate_argnums=0).lower(state).compile()
     state, _ = run_epoch(state)  # warm-up epoch
     jax.block_until_ready(state)
     seconds = []
@@ -646,9 +646,9 @@ def compile_seeds(trainer: Trainer, num_seeds: int):
     """Compiled (init, run_epoch) for `num_seeds` vmapped seeds, and the seconds it took."""
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(num_seeds))
     start = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init)).lower(keys).compile()
-    shapes = jax.eval_shape(jax.vmap(trainer.init), keys)
-    run_epoch = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0).lower(shapes).compile()
+    init = jax.jit(over_seeds(trainer.init)).lower(keys).compile()
+    shapes = jax.eval_shape(over_seeds(trainer.init), keys)
+    run_epoch = jax.jit(over_seeds(trainer.run_epoch), donate_argnums=0).lower(shapes).compile()
     return (init, run_epoch), time.perf_counter() - start
 
 

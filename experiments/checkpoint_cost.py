@@ -27,7 +27,7 @@ import tyro
 
 from crl import checkpoint
 from crl.config import PRESETS
-from crl.train import make_trainer
+from crl.train import make_trainer, over_seeds
 
 
 def random_like(abstract, rng: np.random.Generator):
@@ -43,7 +43,7 @@ def build_state(config):
     """A seed-vmapped TrainState (1 seed) of random values in the true shapes and dtypes."""
     trainer = make_trainer(config)
     keys = jax.random.split(jax.random.PRNGKey(config.seed), 1)
-    abstract = jax.eval_shape(jax.vmap(trainer.init), keys)
+    abstract = jax.eval_shape(over_seeds(trainer.init), keys)
     rng = np.random.default_rng(0)
     return jax.tree.map(lambda a: random_like(a, rng), abstract)
 

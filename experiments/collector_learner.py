@@ -38,7 +38,7 @@ from crl.agent import AgentState, Batch, CRLAgent
 from crl.config import ConfigError, TrainConfig, validate
 from crl.run import per_seed
 from crl.scores import SCORE_WINDOW, final_score
-from crl.train import Trainer, make_agent, make_env, make_eval_env
+from crl.train import Trainer, make_agent, make_env, make_eval_env, over_seeds
 from experiments.depth_sweep import (
     RESULTS_FILE, _atomic_write, check_depths, config_columns, count_parameters, order_columns,
     run_status, summary_table,
@@ -160,8 +160,8 @@ def run_collector_learner(
     seeds = jnp.arange(config.seed, config.seed + config.num_seeds)
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
     init_rngs, eval_rngs = keys[:, 0], keys[:, 1]
-    state = jax.jit(jax.vmap(trainer.init))(init_rngs)
-    run_epoch = jax.jit(jax.vmap(trainer.run_epoch), donate_argnums=0)
+    state = jax.jit(over_seeds(trainer.init))(init_rngs)
+    run_epoch = jax.jit(over_seeds(trainer.run_epoch), donate_argnums=0)
     members = [("collector", config, group.collector)] + [
         ("learner", c, agent) for c, agent in zip(learner_configs, group.learners)
     ]

@@ -5,10 +5,12 @@ jitted `lax.scan` with uniform random actions (auto-resets included), in unrolls
     python -m experiments.env_speed --env-names point_open point_u --num-envs 1024 4096
     python -m experiments.env_speed --reset-share --env-names ant humanoid --num-envs 128
 
-`--reset-share` times, in one run, three ways of stepping the same batch: `physics` (no
+`--reset-share` times, in one run, four ways of stepping the same batch: `physics` (no
 auto-reset at all: the floor), `vmap` (`jax.vmap(env.step)`, a reset computed for every env on
-every step) and `vector` (`envs.vector.step`, what training uses), and prints the share of each
-one's time spent beyond the physics floor.
+every step), `unnamed` (`envs.vector.step` under an unnamed seed vmap: its reset branch becomes
+a select, as in training before the seed axis was named) and `vector` (what training runs), and
+prints the share of each one's time spent beyond the physics floor. Like training, the rollout is
+vmapped over `num_seeds` seeds (`crl.train.over_seeds`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import jax
 import jax.numpy as jnp
 
 import envs
+from crl.train import SEED_AXIS
 from envs import vector
 
-STEPPINGS = ("physics", "vmap", "vector")
+STEPPINGS = ("physics", "vmap", "unnamed", "vector")
 
 
 def measure_env_steps_per_second(
@@ -33,18 +36,20 @@ def measure_env_steps_per_second(
     repeats: int = 3,
     stepping: str = "vector",
     unroll_length: int = 62,
+    num_seeds: int = 1,
 ) -> dict:
     """Compile and time `num_steps` batched steps (in unrolls of `unroll_length`) of `num_envs`
-    copies of `env_name`, stepped as `stepping` says (see the module docstring).
+    copies of `env_name` for each of `num_seeds` vmapped seeds, stepped as `stepping` says (see
+    the module docstring).
 
-    Returns a dict with env, num_envs, num_steps, stepping, compile_seconds (trace + XLA
-    compile), run_seconds (best of `repeats` timed runs after one warm-up run) and
-    steps_per_second (num_envs * num_steps / run_seconds).
+    Returns a dict with env, num_envs, num_seeds, num_steps, stepping, compile_seconds (trace +
+    XLA compile), run_seconds (best of `repeats` timed runs after one warm-up run) and
+    steps_per_second (num_seeds * num_envs * num_steps / run_seconds).
     """
-    if num_envs < 1 or num_steps < 1 or repeats < 1 or unroll_length < 1:
+    if min(num_envs, num_steps, repeats, unroll_length, num_seeds) < 1:
         raise ValueError(
-            "num_envs, num_steps, repeats and unroll_length must be >= 1, got "
-            f"{num_envs}, {num_steps}, {repeats}, {unroll_length}"
+            "num_envs, num_steps, repeats, unroll_length and num_seeds must be >= 1, got "
+            f"{num_envs}, {num_steps}, {repeats}, {unroll_length}, {num_seeds}"
         )
     if stepping not in STEPPINGS:
         raise ValueError(f"stepping must be one of {STEPPINGS}, got {stepping!r}")
@@ -53,15 +58,15 @@ def measure_env_steps_per_second(
     num_steps = num_unrolls * unroll_length
 
     def step(state, spares, action):
-        if stepping == "vector":
-            return vector.step(env, state, action, spares)
+        if stepping in ("vector", "unnamed"):
+            return vector.step(env, state, action, spares, SEED_AXIS)
         if stepping == "vmap":
             return jax.vmap(env.step)(state, action), spares
         return jax.vmap(env.step_without_reset)(state, action), spares
 
     def unroll(state, key):
         spares = None
-        if stepping == "vector" and vector.uses_spares(env):
+        if stepping in ("vector", "unnamed") and vector.uses_spares(env):
             state, spares = vector.prepare_spares(env, state)
 
         def body(carry, sub):
@@ -80,25 +85,29 @@ def measure_env_steps_per_second(
         state, at_goal = jax.lax.scan(unroll, state, jax.random.split(action_rng, num_unrolls))
         return state, at_goal.mean()  # outputs keep every step live under XLA's DCE
 
-    rng = jax.random.PRNGKey(seed)
+    # Seeds vmapped as in training; `unnamed` leaves the axis unnamed (vector.any_finished then
+    # cannot reduce over it).
+    seeds = jax.vmap(rollout, axis_name=None if stepping == "unnamed" else SEED_AXIS)
+    rng = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
     start = time.perf_counter()
-    compiled = jax.jit(rollout).lower(rng).compile()
+    compiled = jax.jit(seeds).lower(rng).compile()
     compile_seconds = time.perf_counter() - start
 
     jax.block_until_ready(compiled(rng))  # warm-up: first-run allocations
     run_seconds = float("inf")
     for i in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(compiled(jax.random.fold_in(rng, i + 1)))
+        jax.block_until_ready(compiled(jax.vmap(jax.random.fold_in, (0, None))(rng, i + 1)))
         run_seconds = min(run_seconds, time.perf_counter() - start)
     return {
         "env": env_name,
         "num_envs": num_envs,
+        "num_seeds": num_seeds,
         "num_steps": num_steps,
         "stepping": stepping,
         "compile_seconds": compile_seconds,
         "run_seconds": run_seconds,
-        "steps_per_second": num_envs * num_steps / run_seconds,
+        "steps_per_second": num_seeds * num_envs * num_steps / run_seconds,
     }
 
 
@@ -110,10 +119,12 @@ class Args:
     num_envs: tuple[int, ...] = (1024, 4096)
     num_steps: int = 1000
     unroll_length: int = 62
+    num_seeds: int = 1
+    """Seeds vmapped in one program, as `crl train --num-seeds`."""
     seed: int = 0
     repeats: int = 3
     reset_share: bool = False
-    """Time physics-only, vmapped and vector stepping side by side and print the reset shares."""
+    """Time physics-only, vmap, unnamed and vector stepping side by side; print the reset shares."""
 
 
 def main(args: Args) -> list[dict]:
@@ -138,6 +149,7 @@ def main(args: Args) -> list[dict]:
                 row = measure_env_steps_per_second(
                     name, num_envs, args.num_steps, seed=args.seed, repeats=args.repeats,
                     stepping=stepping, unroll_length=args.unroll_length,
+                    num_seeds=args.num_seeds,
                 )
                 floor = row["run_seconds"] if stepping == "physics" else floor
                 if floor is not None:

@@ -113,7 +113,8 @@ def test_checkpoint_from_two_devices_resumes_on_one(one_device_run, two_device_r
     run_dir = tmp_path / "moved"
     shutil.copytree(two_device_run, run_dir)
     shutil.rmtree(run_dir / "checkpoints" / "2")
-    train(dataclasses.replace(CONFIG, num_devices=1), quiet=True, resume=run_dir)
+    train(dataclasses.replace(CONFIG, num_devices=1, out_dir=str(tmp_path)), quiet=True,
+          resume=run_dir)
     assert_close(comparable(one_device_run), comparable(run_dir))
 
 

@@ -130,3 +130,39 @@ def test_spares_and_fallback_resets_keep_every_env_consistent(spares):
         assert (np.asarray(new.step)[done] == 0).all()
         assert (np.asarray(new.step)[~done] == np.asarray(state.step)[~done] + 1).all()
         state = new
+
+
+def test_reset_stays_a_branch_under_the_seed_vmap_and_matches_the_unnamed_vmap():
+    """crl vmaps the whole program over seeds. Unnamed, that vmap turns the reset `lax.cond` into
+    a select that computes resets on every step; `over_seeds` names the axis so the branch
+    survives, and the states collected are the same either way."""
+    from crl.config import TrainConfig
+    from crl.train import make_trainer, over_seeds
+
+    config = TrainConfig(env="point_u", num_seeds=2, num_envs=4, unroll_length=30,
+                         episode_length=20, width=16, depth=4, batch_size=8, replay_size=100,
+                         min_replay_size=20, num_eval_envs=2, num_sgd_batches=1)
+    trainer = make_trainer(config)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    state = jax.jit(over_seeds(trainer.init))(keys)
+
+    def collect(s, k):
+        return trainer.collect(s.agent.actor_params, s.env_state, k)
+
+    named, unnamed = over_seeds(collect), jax.vmap(collect)
+    assert "cond" in str(jax.make_jaxpr(named)(state, keys))
+    assert "cond" not in str(jax.make_jaxpr(unnamed)(state, keys))
+    for a, b in zip(jax.tree.leaves(jax.jit(named)(state, keys)),
+                    jax.tree.leaves(jax.jit(unnamed)(state, keys)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("stepping", ["physics", "vmap", "unnamed", "vector"])
+def test_env_speed_times_every_stepping_over_vmapped_seeds(stepping):
+    from experiments.env_speed import measure_env_steps_per_second
+
+    row = measure_env_steps_per_second(
+        "point_u", 4, 20, repeats=1, stepping=stepping, unroll_length=10, num_seeds=2
+    )
+    assert row["num_steps"] == 20 and row["num_seeds"] == 2
+    assert row["steps_per_second"] == pytest.approx(2 * 4 * 20 / row["run_seconds"])
