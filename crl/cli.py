@@ -30,6 +30,7 @@ from envs.registry import UnknownEnvError
 from experiments.ablations import AblationOptions
 from experiments.bench import BENCH_PRESETS, BenchConfig
 from experiments.collector_learner import CollectorLearnerOptions
+from experiments.demo import DEMO_CONFIG, DemoOptions
 from experiments.depth_sweep import SweepOptions
 
 # TrainConfig fields that a sweep sets for each grid point itself.
@@ -273,6 +274,26 @@ class CollectorLearner(Command):
 
 
 @dataclass(frozen=True)
+class Demo(Command):
+    """Show what depth does on a CPU: `crl demo threshold` (a depth sweep judged by the
+    pre-registered criterion) or `crl demo collector-learner` (the 2×2 on the same task).
+
+    Defaults are the configuration the search chose (docs/depth_threshold_search.md); every
+    other flag is a `crl train` flag and overrides it."""
+
+    which: tyro.conf.Positional[Literal["threshold", "collector-learner"]] = "threshold"
+    """Which demonstration to run."""
+    options: DemoOptions = DemoOptions()
+    config: TrainConfig = DEMO_CONFIG
+
+    def execute(self, argv: list[str]) -> None:
+        from experiments.demo import run_command
+
+        _check_unset(self.config, DEMO_CONFIG, SWEEP_SETS, "demo")
+        run_command(self.which, self.options, self.config)
+
+
+@dataclass(frozen=True)
 class Bench(Command):
     """Benchmarks: compile time, throughput, memory, vmapped seeds and bf16 against depth."""
 
@@ -300,6 +321,7 @@ COMMANDS: dict[str, type] = {
     "sweep": Sweep,
     "ablate": Ablate,
     "collector-learner": CollectorLearner,
+    "demo": Demo,
     "bench": Bench,
 }
 
@@ -325,8 +347,10 @@ def parse(argv: list[str]) -> Command:
     and errors), the second parses argv with those defaults (and prints help or errors)."""
     defaults: dict[str, Command] = {}
     try:
+        # Help flags are left out of this pass (a positional could otherwise take them).
         first, _ = tyro.cli(
-            command_type({}), args=argv, prog="crl", config=CLI_MARKERS, add_help=False,
+            command_type({}), args=[a for a in argv if a not in ("-h", "--help")], prog="crl",
+            config=CLI_MARKERS, add_help=False,
             return_unknown_args=True, console_outputs=False,
         )
     except SystemExit:

@@ -129,6 +129,34 @@ HARDEST = [
 ]
 
 
+def snake(corridors: int, length: int, far_goals_only: bool = False) -> list[str]:
+    """A serpentine maze (crl's own, for CPU depth studies): `corridors` horizontal corridors of
+    `length` cells, joined at alternating ends, the start at the left end of the top corridor.
+    The shortest path to the far end is corridors·length + corridors − 1 cells while the maze
+    stays compact, so the distance to a goal folds back and forth over (x, y) once per corridor:
+    the more corridors, the less linear the function the critic must represent.
+
+    Goals: every free cell; `far_goals_only` keeps only the last corridor (the eval layout)."""
+    if corridors < 2 or length < 2:
+        raise ValueError(f"snake maze needs >= 2 corridors of >= 2 cells, got {corridors}x{length}")
+    wall = "#" * (length + 2)
+    rows = [wall]
+    for index in range(corridors):
+        last = index == corridors - 1
+        cell = "G" if (last or not far_goals_only) else "."
+        corridor = [cell] * length
+        if index == 0:
+            corridor[0] = "R"
+        rows.append("#" + "".join(corridor) + "#")
+        if not last:  # a separating wall with one gap, at the right end after even corridors
+            gap = length if index % 2 == 0 else 1
+            separator = ["#"] * (length + 2)
+            separator[gap] = "G" if not far_goals_only else "."
+            rows.append("".join(separator))
+    rows.append(wall)
+    return rows
+
+
 LAYOUTS: dict[str, list[str]] = {
     "open": OPEN,
     "u": U,
@@ -141,6 +169,10 @@ LAYOUTS: dict[str, list[str]] = {
     "big_eval": BIG_EVAL,
     "humanoid_big_eval": HUMANOID_BIG_EVAL,
     "hardest": HARDEST,
+    "snake3": snake(3, 6),
+    "snake3_eval": snake(3, 6, far_goals_only=True),
+    "snake5": snake(5, 6),
+    "snake5_eval": snake(5, 6, far_goals_only=True),
 }
 
 

@@ -175,7 +175,11 @@ class PointMaze(GoalEnv):
 
 
 # ---- factories ---------------------------------------------------------------------------------
-_DEFAULT_EPISODE_LENGTH = {"open": 100, "u": 100, "big": 150, "hardest": 200}
+_DEFAULT_EPISODE_LENGTH = {
+    "open": 100, "u": 100, "big": 150, "hardest": 200,
+    # Snakes: the far end is 20 / 34 cells away (100 / 170 steps at full speed).
+    "snake3": 200, "snake3_eval": 200, "snake5": 300, "snake5_eval": 300,
+}
 
 
 def make_point_maze(layout: str, **overrides: Any) -> PointMaze:
@@ -208,3 +212,24 @@ def make_big(**overrides: Any) -> PointMaze:
 def make_hardest(**overrides: Any) -> PointMaze:
     """D4RL-style large ('hardest') maze."""
     return make_point_maze("hardest", **overrides)
+
+
+def make_snake3(**overrides: Any) -> PointMaze:
+    """Serpentine maze, 3 corridors of 6 cells (crl's CPU depth-study task, see
+    `maze_layouts.snake`); goals in every free cell."""
+    return make_point_maze("snake3", **overrides)
+
+
+def make_snake3_eval(**overrides: Any) -> PointMaze:
+    """snake3 evaluated on the far corridor only."""
+    return make_point_maze("snake3_eval", **overrides)
+
+
+def make_snake5(**overrides: Any) -> PointMaze:
+    """Serpentine maze, 5 corridors of 6 cells; goals in every free cell."""
+    return make_point_maze("snake5", **overrides)
+
+
+def make_snake5_eval(**overrides: Any) -> PointMaze:
+    """snake5 evaluated on the far corridor only."""
+    return make_point_maze("snake5_eval", **overrides)

@@ -15,6 +15,11 @@ _FACTORIES: dict[str, str] = {
     "point_u": "envs.point_maze:make_u",
     "point_big": "envs.point_maze:make_big",
     "point_hardest": "envs.point_maze:make_hardest",
+    # Serpentine mazes for CPU depth studies (crl's own), evaluated on their far corridor.
+    "point_snake3": "envs.point_maze:make_snake3",
+    "point_snake3_eval": "envs.point_maze:make_snake3_eval",
+    "point_snake5": "envs.point_maze:make_snake5",
+    "point_snake5_eval": "envs.point_maze:make_snake5_eval",
     # Manipulation (MJX): a 4-joint arm with a gripper, and goal-conditioned reacher/pusher.
     "arm_reach": "envs.manipulation:make_reach",
     "arm_push_easy": "envs.manipulation:make_push_easy",

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import envs
-from envs import maze_layouts
+from envs import maze_layouts, registry
 from envs.point_maze import PointMaze, PointMazeConfig, make_point_maze
 
-POINT_ENVS = ["point_open", "point_u", "point_big", "point_hardest"]
+POINT_ENVS = ["point_open", "point_u", "point_big", "point_hardest", "point_snake3", "point_snake5"]
 
 
 def _rollout(env, policy, num_envs: int, num_steps: int, seed: int = 0):
@@ -217,3 +217,45 @@ def test_factories_take_overrides():
     assert (env.episode_length, env.goal_radius) == (17, 0.4)
     assert envs.make("point_hardest").episode_length == 200
     assert envs.make("point_open").goal_radius == 0.25
+
+
+def _shortest_path_lengths(layout: list[str]) -> dict[tuple[int, int], int]:
+    """Breadth-first search over free cells (4-neighbours) from the start cell."""
+    grid = maze_layouts.as_grid(layout)
+    start = tuple(int(i) for i in np.argwhere(grid == "R")[0])
+    lengths, frontier = {start: 0}, [start]
+    while frontier:
+        row, col = frontier.pop(0)
+        for d_row, d_col in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            cell = (row + d_row, col + d_col)
+            if grid[cell] != "#" and cell not in lengths:
+                lengths[cell] = lengths[(row, col)] + 1
+                frontier.append(cell)
+    return lengths
+
+
+@pytest.mark.parametrize("corridors, length", [(3, 6), (5, 6), (2, 3), (4, 5)])
+def test_snake_is_one_folded_corridor_and_its_eval_goals_are_the_far_corridor(corridors, length):
+    layout = maze_layouts.snake(corridors, length)
+    lengths = _shortest_path_lengths(layout)
+    free = np.argwhere(maze_layouts.as_grid(layout) != "#")
+    assert len(lengths) == len(free)  # every free cell is reachable
+    # one corridor without branches: path lengths 0..N-1, each once
+    assert sorted(lengths.values()) == list(range(corridors * length + corridors - 1))
+    eval_grid = maze_layouts.as_grid(maze_layouts.snake(corridors, length, far_goals_only=True))
+    eval_goals = [tuple(cell) for cell in np.argwhere(eval_grid == "G")]
+    assert len(eval_goals) == length
+    assert min(lengths[cell] for cell in eval_goals) == (corridors - 1) * (length + 1)
+    np.testing.assert_array_equal(eval_grid == "#", maze_layouts.as_grid(layout) == "#")
+    with pytest.raises(ValueError, match="snake maze"):
+        maze_layouts.snake(1, 6)
+
+
+@pytest.mark.parametrize("name", ["point_snake3", "point_snake5"])
+def test_snake_envs_evaluate_on_their_far_corridor(name):
+    assert registry.default_eval_env(name) == f"{name}_eval"
+    env, eval_env = envs.make(name), envs.make(f"{name}_eval")
+    # the far end fits in an episode at full speed (0.2 cells per step) with room to stop
+    far = max(_shortest_path_lengths(maze_layouts.LAYOUTS[name.removeprefix("point_")]).values())
+    assert far / (env.config.max_speed * env.config.dt) < 0.6 * env.episode_length
+    assert eval_env.episode_length == env.episode_length
