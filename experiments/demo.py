@@ -31,7 +31,7 @@ from experiments import collector_learner, depth_sweep
 # The configuration the search chose (docs/depth_threshold_search.md).
 DEMO_CONFIG = dataclasses.replace(
     PRESETS["cpu"],
-    env="point_snake3",
+    env="point_hardest",
     width=64,
     batch_size=256,
     num_seeds=5,
