@@ -42,6 +42,9 @@ class TrainConfig:
     """Steps each env takes per training iteration."""
     episode_length: int | None = None
     """Episode length; None keeps the environment's default."""
+    terminate_when_unhealthy: bool | None = None
+    """End an episode when the robot falls (ant/humanoid families: torso height out of range,
+    as the references do); None keeps the env's default (on for those families)."""
     batch_size: int = 256
     num_sgd_batches: int = 32
     """Critic + actor + α updates per training iteration."""
@@ -323,6 +326,14 @@ def validate(config: TrainConfig) -> None:
             envs.check_name(config.eval_env)
         except envs.UnknownEnvError as e:
             raise ConfigError(f"eval_env: {e}") from None
+    if config.terminate_when_unhealthy is not None:
+        for field in ("env", "eval_env"):
+            name = getattr(config, field)
+            if name is not None and not envs.make(name).has_health_check:
+                raise ConfigError(
+                    f"terminate_when_unhealthy: {field} {name} has no notion of falling (only the "
+                    f"ant and humanoid families terminate early); leave it unset"
+                )
     for field in ("depth", "actor_depth", "critic_depth"):
         value = getattr(config, field)
         if value is not None:

@@ -36,9 +36,11 @@ class TrainState:
 
 
 def make_env(config: TrainConfig, name: str | None = None) -> GoalEnv:
-    """The configured environment (or the registered env `name`), with the episode-length
-    override applied."""
+    """The configured environment (or the registered env `name`), with the episode-length and
+    early-termination overrides applied."""
     overrides = {} if config.episode_length is None else {"episode_length": config.episode_length}
+    if config.terminate_when_unhealthy is not None:
+        overrides["terminate_when_unhealthy"] = config.terminate_when_unhealthy
     return envs.make(name or config.env, **overrides)
 
 

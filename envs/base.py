@@ -88,6 +88,12 @@ class GoalEnv(abc.ABC):
 
     # ---- provided -----------------------------------------------------------------------------
     @property
+    def has_health_check(self) -> bool:
+        """Whether this env defines a failed state (`is_unhealthy`), so early termination can
+        be switched on or off."""
+        return type(self).is_unhealthy is not GoalEnv.is_unhealthy
+
+    @property
     def observation_size(self) -> int:
         return self.state_size + self.goal_size
 

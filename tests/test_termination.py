@@ -114,3 +114,17 @@ def test_terminating_env_trains_and_resumes_exactly(terminating, tmp_path):
     assert summary["time_at_goal"] == pytest.approx(np.mean(tag[-2:]))
     assert summary["last_eval_time_at_goal"] == pytest.approx(tag[-1])
     assert again["time_at_goal"] == summary["time_at_goal"]
+
+
+def test_early_termination_is_switched_from_the_config():
+    from crl.train import make_env
+
+    ant = dataclasses.replace(TINY, env="ant", episode_length=None)
+    assert make_env(ant).terminate_when_unhealthy  # the references' default
+    off = dataclasses.replace(ant, terminate_when_unhealthy=False)
+    validate(off)
+    assert not make_env(off).terminate_when_unhealthy
+    assert make_env(dataclasses.replace(ant, terminate_when_unhealthy=True)).terminate_when_unhealthy
+    # an env that cannot fall refuses the switch before anything is built for training
+    with pytest.raises(ConfigError, match="terminate_when_unhealthy: env point_u"):
+        validate(dataclasses.replace(TINY, env="point_u", terminate_when_unhealthy=False))
