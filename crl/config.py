@@ -79,6 +79,9 @@ class TrainConfig:
     eval_env: str | None = None
     """Registered env to evaluate on (same observation/goal/action sizes as `env`); None = the
     paper's evaluation variant `{env}_eval` where one is registered, else `env`."""
+    eval_every: int = 1
+    """Evaluate (deterministic policy, a full episode on every eval env) every this-many epochs
+    and always at the last; 1 = every epoch, as the paper. Epochs between have no eval/ fields."""
     score_window: int = 5
     """The run's score (summary time_at_goal) is the mean of its last this-many evaluations."""
     out_dir: str = "runs"
@@ -213,6 +216,7 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     **{f: _at_least(1) for f in (
         "num_seeds", "total_env_steps", "num_epochs", "num_envs", "unroll_length",
         "num_sgd_batches", "replay_size", "width", "repr_size", "num_eval_envs", "score_window",
+        "eval_every",
     )},
     "batch_size": ((lambda v: v >= 2), ">= 2 (InfoNCE needs negatives)"),
     "min_replay_size": ((lambda v: v >= 3), ">= 3 time steps"),

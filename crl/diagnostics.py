@@ -15,7 +15,10 @@ update used) and on a fixed probe set of states that never enter replay:
 - off-policy drift: Monte-Carlo KL(behaviour ‖ current) from the behaviour log-probabilities
   stored with each transition (the trainer stores them only when diagnostics are on), by
   Schulman's k1, k2 and k3 estimators side by side, with their spread (`kl_estimates`),
-- held-out critic health (InfoNCE accuracy, positive/negative logits, logsumexp).
+- held-out critic health (InfoNCE accuracy, positive/negative logits, logsumexp),
+- exploration, for maze envs (`GoalEnv.maze_grid`): the share of the replay buffer's states in
+  each maze cell (`coverage/cells`, flat row-major) and the fraction of free cells visited at
+  all (`coverage/visited_fraction`) — what the collector has seen recently.
 
 Diagnostics use their own random key and never touch the training state, so turning them on does
 not change training. Results are extra `diag/...` fields of the metrics.jsonl rows (arrays as
@@ -38,6 +41,7 @@ from flax import struct
 from crl import buffer, losses
 from crl.agent import Batch, CRLAgent
 from crl.networks import LAYERS_PER_BLOCK, DenseNormAct, NetworkConfig, ResidualBlock
+from envs import maze_layouts
 
 if TYPE_CHECKING:
     from crl.train import Trainer, TrainState
@@ -229,6 +233,26 @@ def kl_estimates(behaviour_log_prob: jax.Array, current_log_prob: jax.Array) -> 
     }
 
 
+# ---- exploration -----------------------------------------------------------------------------
+def coverage(env: Any, replay: buffer.ReplayState) -> dict[str, jax.Array]:
+    """Visited-cell histogram of the stored states of a maze env (empty dict otherwise): the
+    share of filled replay rows whose achieved (x, y) lies in each cell [rows·cols], and the
+    fraction of free cells with at least one stored state."""
+    grid = env.maze_grid()
+    if grid is None:
+        return {}
+    walls, cell_size = grid
+    xy = env.achieved_goal(replay.data["state"])[..., :2]  # [capacity, num_envs, 2]
+    cell = maze_layouts.flat_cell_index(xy, walls.shape, cell_size)
+    filled = (jnp.arange(replay.capacity) < replay.size)[:, None] & (cell >= 0)
+    counts = jnp.zeros(walls.size).at[jnp.maximum(cell, 0)].add(filled.astype(jnp.float32))
+    free = jnp.asarray(~walls.reshape(-1))
+    return {
+        "coverage/cells": counts / jnp.maximum(jnp.sum(counts), 1.0),
+        "coverage/visited_fraction": jnp.sum((counts > 0) & free) / jnp.sum(free),
+    }
+
+
 # ---- the diagnostics step ----------------------------------------------------------------------
 @struct.dataclass
 class DiagState:
@@ -347,6 +371,7 @@ def measure(
 
     for key in ("categorical_accuracy", "logits_pos", "logits_neg", "logsumexp", "infonce"):
         metrics[f"heldout/{key}"] = critic_health[key]
+    metrics.update(coverage(trainer.env, train_state.replay))
     new_diag = diag.replace(
         prev_actor_params=actor_params, prev_critic_params=critic_params, rng=rng
     )
@@ -446,6 +471,44 @@ def load(run_dir: str | Path, seed: int | None = None) -> dict[str, Any]:
     }
     out["config"] = config
     return out
+
+
+def seeds_of(run_dir: str | Path) -> list[int]:
+    """The seeds a run trained (config seed, seed+1, …)."""
+    config = json.loads((Path(run_dir) / "config.json").read_text())["config"]
+    return [config["seed"] + i for i in range(config["num_seeds"])]
+
+
+def coverage_map(run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A maze run's exploration at its last log point: (wall mask [rows, cols], share of replay
+    states per cell averaged over seeds [rows, cols], visited fraction of free cells per seed)."""
+    import envs
+
+    seeds = [load(run_dir, seed) for seed in seeds_of(run_dir)]
+    if "coverage/cells" not in seeds[0]:
+        raise ValueError(f"{run_dir}: no coverage diagnostics (not a maze env?)")
+    walls, _ = envs.make(seeds[0]["config"]["env"]).maze_grid()
+    share = np.mean([d["coverage/cells"][-1] for d in seeds], axis=0).reshape(walls.shape)
+    visited = np.array([d["coverage/visited_fraction"][-1] for d in seeds])
+    return walls, share, visited
+
+
+def plot_coverage(
+    ax, walls: np.ndarray, share: np.ndarray, title: str = "", vmin: float = 1e-5, vmax: float = 1.0
+):
+    """Maze heatmap of the share of stored states per cell, log scale from vmin to vmax (walls
+    grey, free cells never visited white)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    visited = np.where(walls | (share <= 0), np.nan, np.clip(share, vmin, vmax))
+    image = ax.imshow(visited, cmap=cmap, norm=LogNorm(vmin=vmin, vmax=vmax))
+    ax.imshow(np.where(walls, 0.5, np.nan), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return image
 
 
 def final_summary(data: dict[str, Any]) -> dict[str, Any]:

@@ -183,6 +183,8 @@ def _train(
     checkpointer = checkpoint.Checkpointer(run_dir, config.keep_checkpoints)
     train_start = time.perf_counter() - wall_offset
     last_saved = None
+    evaluated = [r[scores.METRIC] for r in rows[-config.num_seeds:] if scores.METRIC in r]
+    last_time_at_goal = float(np.mean(evaluated)) if evaluated else 0.0  # for the progress bar
     with progress, checkpointer, loggers:
         task = progress.add_task(
             "epochs", total=config.num_epochs, completed=start_epoch, sps=0.0, tag=0.0
@@ -194,8 +196,12 @@ def _train(
             state, train_metrics = run_epoch(state)
             train_metrics = per_seed(train_metrics)  # waits for the epoch: timed apart from eval
             train_elapsed = time.perf_counter() - epoch_start
-            epoch_rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_rngs, epoch)
-            eval_metrics = per_seed(evaluate(state.agent.actor_params, epoch_rngs))
+            if scores.is_eval_epoch(epoch, config.eval_every, config.num_epochs):
+                epoch_rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_rngs, epoch)
+                eval_metrics = per_seed(evaluate(state.agent.actor_params, epoch_rngs))
+                last_time_at_goal = float(np.mean([m["time_at_goal"] for m in eval_metrics]))
+            else:
+                eval_metrics = [{} for _ in seeds]
             elapsed = time.perf_counter() - epoch_start
             steps = int(state.env_steps[0])
             trained = config.num_seeds * (steps - steps_before)
@@ -246,7 +252,7 @@ def _train(
                 task,
                 advance=1,
                 sps=epoch_rows[0]["env_steps_per_second"],
-                tag=float(np.mean([r["eval/time_at_goal"] for r in epoch_rows])),
+                tag=last_time_at_goal,
             )
 
     if not rows:

@@ -18,6 +18,11 @@ def check_window(window: int) -> None:
         raise ValueError(f"score window must be an int >= 1, got {window!r}")
 
 
+def is_eval_epoch(epoch: int, every: int, num_epochs: int) -> bool:
+    """Whether 0-based `epoch` is evaluated: every `every`-th epoch (1-based) and the last."""
+    return (epoch + 1) % every == 0 or epoch == num_epochs - 1
+
+
 def final_score(values: Sequence[float], window: int = SCORE_WINDOW) -> float:
     """Mean of the last `window` of `values` (evaluations in epoch order; all if fewer)."""
     check_window(window)
@@ -31,10 +36,11 @@ def scores_per_seed(
     metric: str = METRIC,
 ) -> list[float]:
     """Per seed (in `seeds` order), `final_score` of `metric` over a run's metrics rows (dicts
-    with 'epoch' and 'seed', as in metrics.jsonl)."""
+    with 'epoch' and 'seed', as in metrics.jsonl); rows of epochs that were not evaluated
+    (no `metric`) are skipped."""
     result = []
     for seed in seeds:
-        mine = sorted((r for r in rows if r["seed"] == seed), key=lambda r: r["epoch"])
+        mine = sorted((r for r in rows if r["seed"] == seed and metric in r), key=lambda r: r["epoch"])
         result.append(final_score([r[metric] for r in mine], window))
     return result
 
@@ -43,11 +49,16 @@ def table_scores(
     table: pd.DataFrame, by: Sequence[str], window: int = SCORE_WINDOW, metric: str = METRIC
 ) -> pd.DataFrame:
     """Per (config columns `by`, seed) of a tidy sweep table (one row per run, seed, epoch):
-    `value`, the mean of `metric` over that run's last `window` epochs, and its `env_steps`."""
+    `value`, the mean of `metric` over that run's last `window` evaluations (epochs without an
+    evaluation skipped), and its `env_steps`."""
     check_window(window)
     keys = [*by, "seed"]
-    last_epoch = table.groupby(list(by) + ["run"], dropna=False)["epoch"].transform("max")
-    recent = table[table["epoch"] > last_epoch - window]
+    evaluated = table[table[metric].notna()]
+    # Rank evaluations from the last (0) back, per run and seed.
+    from_last = evaluated.groupby([*by, "run", "seed"], dropna=False)["epoch"].rank(
+        method="first", ascending=False
+    )
+    recent = evaluated[from_last <= window]
     return recent.groupby(keys, dropna=False).agg(
         value=(metric, "mean"), env_steps=("env_steps", "max")
     ).reset_index()

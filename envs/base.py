@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 
@@ -92,6 +93,12 @@ class GoalEnv(abc.ABC):
         """Whether this env defines a failed state (`is_unhealthy`), so early termination can
         be switched on or off."""
         return type(self).is_unhealthy is not GoalEnv.is_unhealthy
+
+    def maze_grid(self) -> tuple[np.ndarray, float] | None:
+        """(wall mask [rows, cols], cell size) for envs whose goal space starts with a position
+        in a grid maze (`envs.maze_layouts` conventions), else None. Used to measure how much
+        of the maze a collector visits (`crl.diagnostics`)."""
+        return None
 
     @property
     def observation_size(self) -> int:

@@ -326,6 +326,12 @@ class LocomotionEnv(GoalEnv):
             self._goal_centres = None
 
     # ---- model building -----------------------------------------------------------------------
+    def maze_grid(self) -> tuple[np.ndarray, float] | None:
+        """The maze tasks' wall grid: the goal space starts with the torso's (x, y)."""
+        if self.config.task != "maze":
+            return None
+        return maze_layouts.wall_mask(self.layout), self.config.cell_size
+
     def _layout(self) -> list[str] | None:
         """The maze/arena layout of this task, or None for an open floor."""
         if self.config.task == "maze":

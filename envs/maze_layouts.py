@@ -10,6 +10,8 @@ references put row i at x = i·size, column j at y = j·size, crl at x = col, y 
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 OPEN = [
@@ -209,3 +211,13 @@ def cell_center(rowcol: np.ndarray, cell_size: float) -> np.ndarray:
     x = (rowcol[..., 1] + 0.5) * cell_size
     y = -(rowcol[..., 0] + 0.5) * cell_size
     return np.stack([x, y], axis=-1)
+
+
+def flat_cell_index(xy: jax.Array, shape: tuple[int, int], cell_size: float) -> jax.Array:
+    """Inverse of `cell_center` for world points [..., 2] → flat cell index row·cols + col
+    (int32), or −1 for points off the grid."""
+    rows, cols = shape
+    col = jnp.floor(xy[..., 0] / cell_size).astype(jnp.int32)
+    row = jnp.floor(-xy[..., 1] / cell_size).astype(jnp.int32)
+    inside = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+    return jnp.where(inside, row * cols + col, -1)

@@ -125,6 +125,9 @@ class PointMaze(GoalEnv):
         """Boolean [rows, cols] wall grid of this maze (True = wall)."""
         return self._wall_mask.copy()
 
+    def maze_grid(self) -> tuple[np.ndarray, float]:
+        return self.wall_mask(), self.config.cell_size
+
     # ---- GoalEnv ------------------------------------------------------------------------------
     def init_physics(self, rng: jax.Array) -> jax.Array:
         """At rest near the centre of a uniformly chosen start cell."""

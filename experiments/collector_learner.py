@@ -37,7 +37,8 @@ from crl import tracking
 from crl.agent import AgentState, Batch, CRLAgent
 from crl.config import ConfigError, TrainConfig, validate
 from crl.run import per_seed
-from crl.scores import SCORE_WINDOW, final_score
+from crl.scores import METRIC as SCORE_METRIC
+from crl.scores import SCORE_WINDOW, final_score, is_eval_epoch
 from crl.train import Trainer, make_agent, make_env, make_eval_env, over_seeds
 from experiments.depth_sweep import (
     RESULTS_FILE, _atomic_write, check_depths, config_columns, count_parameters, order_columns,
@@ -109,6 +110,17 @@ def learner_config(config: TrainConfig, depth: int) -> TrainConfig:
     return dataclasses.replace(config, depth=depth, actor_depth=None, critic_depth=None)
 
 
+def check_config(config: TrainConfig) -> None:
+    """`validate` plus what this experiment cannot do: per-agent diagnostics (the hook measures
+    one agent; a group has several)."""
+    validate(config)
+    if config.diagnostics_every > 0:
+        raise ConfigError(
+            "diagnostics_every: collector/learner runs do not measure diagnostics; leave it 0 "
+            "(a depth's collector trains exactly as `crl train` at that depth: diagnose it there)"
+        )
+
+
 def make_group_trainer(config: TrainConfig, learner_depths: tuple[int, ...]) -> Trainer:
     """A Trainer whose collector is `config`'s agent and which also trains one learner per
     entry of learner_depths on the collector's batches."""
@@ -134,10 +146,10 @@ def run_collector_learner(
     quiet: bool = False,
 ) -> pd.DataFrame:
     """Train a collector (config.depth) with learners of `learner_depths` for config.num_seeds
-    vmapped seeds; evaluate every agent each epoch. Writes a run directory (config.json,
+    vmapped seeds; evaluate every agent each evaluated epoch (`eval_every`). Writes a run directory (config.json,
     metrics.jsonl with one row per epoch × seed × agent, summary.json) and returns its rows."""
     console = console or Console()
-    validate(config)
+    check_config(config)
     for depth in learner_depths:
         validate(learner_config(config, depth))
     trainer = make_group_trainer(config, learner_depths)
@@ -186,10 +198,12 @@ def run_collector_learner(
                 learner.actor_params for learner in state.agent.learners
             ]
             steps = int(state.env_steps[0])
+            evaluated = is_eval_epoch(epoch, config.eval_every, config.num_epochs)
             epoch_rows = []
             for index, (evaluate, params, columns) in enumerate(zip(evaluators, actor_params, describe)):
                 prefix = "" if index == 0 else f"learner{index - 1}/"
-                for seed, train_m, eval_m in zip(seeds, train_metrics, per_seed(evaluate(params, epoch_rngs))):
+                evals = per_seed(evaluate(params, epoch_rngs)) if evaluated else [{} for _ in seeds]
+                for seed, train_m, eval_m in zip(seeds, train_metrics, evals):
                     own = {
                         k[len(prefix):]: v for k, v in train_m.items()
                         if (k.startswith(prefix) if prefix else "/" not in k)
@@ -202,7 +216,7 @@ def run_collector_learner(
                     })
             loggers.log_epoch(epoch_rows)
             rows.extend(epoch_rows)
-            if not quiet:
+            if not quiet and evaluated:
                 scores = "  ".join(
                     f"{c['role']} d{c['depth']}: "
                     f"{np.mean([r['eval/time_at_goal'] for r in epoch_rows if r['agent'] == i]):.1f}"
@@ -214,7 +228,8 @@ def run_collector_learner(
     # Each agent's score: per seed, the mean of its last score_window evaluations (crl.scores).
     score = lambda i: float(np.mean([
         final_score([r["eval/time_at_goal"] for r in sorted(rows, key=lambda r: r["epoch"])
-                     if r["agent"] == i and r["seed"] == seed], config.score_window)
+                     if r["agent"] == i and r["seed"] == seed and SCORE_METRIC in r],
+                    config.score_window)
         for seed in sorted({r["seed"] for r in rows})
     ]))
     loggers.finish({
@@ -272,7 +287,7 @@ def run_experiment(
         for d in collector_depths
     ]
     for config in configs:
-        validate(config)
+        check_config(config)
     for config in configs:
         status = run_status(config)
         if status == "done":

@@ -6,6 +6,11 @@ depth does (issue 13), each one command that reruns the configuration chosen by 
 - threshold: a depth sweep (shallowest vs deepest, ≥ 5 vmapped seeds), results.csv, the depth
   figure in docs/figures, and the verdict: did the deepest depth beat depth 4 by more than two
   standard errors of the difference?
+  It also explains the result from the same runs' diagnostics (`crl.diagnostics`, which never
+  change training): effective rank of φ and ψ and the per-layer gradient heatmap at the shallow
+  and deep setting (expressivity), and each depth's visited-cell histogram of the maze from its
+  replay buffer (exploration; each depth's agent is its own collector, the very collector of the
+  2×2 below) — why.csv, demo_threshold_why.png and demo_coverage.png.
 - collector-learner: the 2×2 on the same task — deep/shallow collector × deep/shallow learners
   trained only on the collector's batches (`experiments.collector_learner`) — with its figure.
 
@@ -38,6 +43,7 @@ DEMO_CONFIG = dataclasses.replace(
     total_env_steps=600_000,
     num_epochs=15,
     checkpoint_every=0,
+    diagnostics_every=5,  # why: effective rank, per-layer gradients, maze coverage (3 log points)
 )
 DEMO_DEPTHS = (4, 16)
 DEMO_DIR = "runs/demo"
@@ -121,8 +127,92 @@ def run_threshold(options: DemoOptions, config: TrainConfig) -> tuple[pd.DataFra
     )
     table = depth_sweep.run_command(sweep, config)
     verdict = judge(final_performance(table, by=["depth"], final_epochs=SCORE_WINDOW))
-    Console().print(verdict.line())
+    console = Console()
+    if config.diagnostics_every > 0:
+        runs = table.drop_duplicates("depth").set_index("depth")["run"].sort_index()
+        run_dirs = {int(d): sweep_dir / depth_sweep.RUNS_SUBDIR / run for d, run in runs.items()}
+        why = explain(run_dirs, Path(options.figures_dir))
+        depth_sweep._atomic_write(sweep_dir / WHY_FILE, why.to_csv(index=False))
+        console.print(why_table(why))
+    console.print(verdict.line())
     return table, verdict
+
+
+WHY_FILE = "why.csv"
+WHY_COLUMNS = {
+    "effective_rank/phi": "rank φ",
+    "effective_rank/psi": "rank ψ",
+    "effective_rank/hidden_critic_sa": "rank hidden",
+    "heldout/categorical_accuracy": "held-out acc",
+    "coverage/visited_fraction": "cells visited",
+}
+
+
+def explain(run_dirs: dict[int, Path], figures_dir: Path) -> pd.DataFrame:
+    """The diagnostics of the sweep's runs at their last log point, one row per depth × seed,
+    and two figures: demo_threshold_why.png (gradient heatmaps and effective rank of the first
+    seed, shallow vs deep) and demo_coverage.png (seed-averaged visited-cell histogram per
+    depth, i.e. per collector depth)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from crl import diagnostics
+
+    rows = []
+    for depth, run_dir in run_dirs.items():
+        for seed in diagnostics.seeds_of(run_dir):
+            data = diagnostics.load(run_dir, seed)
+            row = {"depth": depth, "seed": seed, "epoch": int(data["epoch"][-1])}
+            row.update({k: float(data[k][-1]) for k in WHY_COLUMNS if k in data})
+            grads = data["grad_norm/critic_sa"][-1]
+            row["grad in/out"] = float(grads[0] / max(grads[-1], 1e-30))
+            rows.append(row)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    loaded = {f"depth {d}": diagnostics.load(r) for d, r in run_dirs.items()}
+    fig = diagnostics.plot_comparison(loaded)
+    fig.savefig(figures_dir / "demo_threshold_why.png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+
+    maps = {}
+    for depth, run_dir in run_dirs.items():
+        try:
+            maps[depth] = diagnostics.coverage_map(run_dir)
+        except ValueError:  # not a maze env: no coverage to draw
+            pass
+    if maps:
+        fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 3.4), squeeze=False)
+        for ax, (depth, (walls, share, visited)) in zip(axes[0], maps.items()):
+            image = diagnostics.plot_coverage(
+                ax, walls, share,
+                f"collector depth {depth}: {100 * visited.mean():.0f}% of cells visited",
+            )
+        fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03, label="share of replay states")
+        fig.suptitle("where each depth's agent has been (replay buffer, last log point, mean over seeds)", fontsize=9)
+        fig.savefig(figures_dir / "demo_coverage.png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    Console().print(f"figures: {figures_dir / 'demo_threshold_why.png'}, {figures_dir / 'demo_coverage.png'}")
+    return pd.DataFrame(rows)
+
+
+def why_table(why: pd.DataFrame):
+    """Mean ± s.e. over seeds of each diagnostic, per depth (a rich Table)."""
+    from rich.table import Table
+
+    columns = [c for c in why.columns if c not in ("depth", "seed", "epoch")]
+    table = Table(title="why (diagnostics at the last log point, mean ± s.e. over seeds)")
+    table.add_column("depth")
+    for column in columns:
+        table.add_column(WHY_COLUMNS.get(column, column))
+    for depth, group in why.groupby("depth"):
+        cells = []
+        for column in columns:
+            values = group[column].to_numpy()
+            sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.3g} ± {sem:.2g}")
+        table.add_row(str(depth), *cells)
+    return table
 
 
 def run_collector_learner(options: DemoOptions, config: TrainConfig) -> pd.DataFrame:
@@ -139,7 +229,9 @@ def run_collector_learner(options: DemoOptions, config: TrainConfig) -> pd.DataF
     grid = collector_learner.CollectorLearnerOptions(
         collector_depths=depths, learner_depths=depths, quiet=options.quiet,
     )
-    table = collector_learner.run_command(grid, dataclasses.replace(config, out_dir=str(out_dir)))
+    # Diagnostics are per agent: the threshold demo measures these very collectors.
+    config = dataclasses.replace(config, out_dir=str(out_dir), diagnostics_every=0)
+    table = collector_learner.run_command(grid, config)
     figure = Path(options.figures_dir) / "demo_collector_learner.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4))

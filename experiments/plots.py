@@ -90,8 +90,8 @@ def critical_depth(final: pd.DataFrame) -> int | None:
 
 
 def curves(table: pd.DataFrame, by: Sequence[str], metric: str = METRIC) -> pd.DataFrame:
-    """Mean and standard error over seeds of `metric` at every epoch, per configuration."""
-    grouped = table.groupby([*by, "epoch"], dropna=False)
+    """Mean and standard error over seeds of `metric` at every evaluated epoch, per configuration."""
+    grouped = table[table[metric].notna()].groupby([*by, "epoch"], dropna=False)
     result = grouped.agg(
         env_steps=("env_steps", "max"), mean=(metric, "mean"), std=(metric, "std"),
         n=(metric, "size"),

@@ -65,6 +65,16 @@ def test_demo_commands_run_end_to_end(tmp_path, capsys):
     assert sorted(table["depth"].unique()) == [4, 8] and table["seed"].nunique() == 2
     assert (table["env"] == "point_snake3").all()
     assert (tmp_path / "figures" / "demo_threshold.png").stat().st_size > 0
+    # Why: the diagnostics of the same runs (last log point), per depth × seed, and the figures.
+    why = pd.read_csv(tmp_path / "demo" / "threshold" / demo.WHY_FILE)
+    assert sorted(set(zip(why["depth"], why["seed"]))) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    assert (why["epoch"] == 1).all()
+    assert why["effective_rank/phi"].between(1, demo.DEMO_CONFIG.repr_size).all()
+    assert why["effective_rank/psi"].between(1, demo.DEMO_CONFIG.repr_size).all()
+    assert why["coverage/visited_fraction"].between(0, 1, inclusive="right").all()
+    assert "cells" in printed and "rank φ" in printed
+    for name in ("demo_threshold_why.png", "demo_coverage.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 0
 
     cli_main(["demo", "collector-learner", *flags])
     table = pd.read_csv(tmp_path / "demo" / "collector_learner" / RESULTS_FILE)

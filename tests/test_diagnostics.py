@@ -17,6 +17,12 @@ from crl.train import make_trainer
 RNG = jax.random.PRNGKey(0)
 
 
+def env_cells(name: str) -> int:
+    import envs
+
+    return envs.make(name).maze_grid()[0].size
+
+
 def mlp_params(network: NetworkConfig, in_size: int = 5, out_size: int = 3):
     mlp = ResidualMLP(network, out_size)
     return mlp, mlp.init(RNG, jnp.zeros((1, in_size)))
@@ -260,6 +266,61 @@ def test_policy_churn_and_drift_after_a_known_change(tiny_setup):
     np.testing.assert_array_equal(m["diag/update_sparsity/critic_sa"], 1.0)
 
 
+# ---- maze coverage -------------------------------------------------------------------------------
+def test_coverage_counts_only_stored_states_per_maze_cell():
+    """Rows below `size` count, rows above it (stale) do not; shares sum to one; the visited
+    fraction is over free cells."""
+    import envs
+    from crl import buffer
+    from envs import maze_layouts
+
+    env = envs.make("point_u")
+    walls, size = env.maze_grid()
+    free = np.argwhere(~walls)
+    centres = maze_layouts.cell_center(free[:3], size)
+    state = np.zeros((10, 2, env.state_size), np.float32)  # [capacity, num_envs, state]
+    x, y = env.goal_indices[:2]
+    for rows, centre in ((slice(0, 3), centres[0]), (3, centres[1]), (slice(4, None), centres[2])):
+        state[rows, :, x], state[rows, :, y] = centre
+    # 6 stored states in the first free cell, 2 in the second; rows from `size` on were never
+    # written and must not count.
+    replay = buffer.ReplayState(
+        data={"state": jnp.asarray(state)}, insert_position=jnp.int32(4), size=jnp.int32(4)
+    )
+    measured = jax.jit(lambda r: diag.coverage(env, r))(replay)
+    share = np.asarray(measured["coverage/cells"]).reshape(walls.shape)
+    expected = np.zeros(walls.shape)
+    expected[tuple(free[0])], expected[tuple(free[1])] = 6 / 8, 2 / 8
+    np.testing.assert_allclose(share, expected)
+    assert float(measured["coverage/visited_fraction"]) == pytest.approx(2 / len(free))
+
+
+@pytest.mark.parametrize("name", ["point_hardest", "ant_u_maze", "humanoid_u_maze"])
+def test_maze_grid_puts_start_and_goal_cells_where_the_layout_does(name):
+    """The cell index of a fresh episode's position and goal are an 'R' and a 'G' cell of the
+    layout (same convention for the point and the MJX/brax mazes)."""
+    import envs
+    from envs import maze_layouts
+
+    env = envs.make(name)
+    walls, size = env.maze_grid()
+    state = jax.jit(env.reset)(jax.random.PRNGKey(3))
+    position = env.achieved_goal(state.obs[: env.state_size])[:2]
+    start = int(maze_layouts.flat_cell_index(position, walls.shape, size))
+    goal = int(maze_layouts.flat_cell_index(state.goal[:2], walls.shape, size))
+    layout = maze_layouts.LAYOUTS[name.removeprefix("point_").removeprefix("ant_").removeprefix(
+        "humanoid_").removesuffix("_maze")]
+    grid = maze_layouts.as_grid(layout).reshape(-1)
+    assert grid[start] == "R" and grid[goal] == "G"
+
+
+def test_envs_without_a_maze_have_no_coverage():
+    import envs
+
+    assert envs.make("reacher").maze_grid() is None
+    assert envs.make("ant").maze_grid() is None
+
+
 def test_diagnostics_every_must_be_non_negative():
     with pytest.raises(ConfigError, match="diagnostics_every"):
         validate(replace(TINY, diagnostics_every=-1))
@@ -298,6 +359,8 @@ def test_diagnostics_do_not_change_training_and_reach_the_metrics_files(tmp_path
     assert data["grad_norm/critic_sa"].shape == (2, TINY.depth + 2)
     assert data["dead_units/actor"].shape == (2, TINY.depth + 1)
     assert data["effective_rank/phi"].shape == (2,)
+    assert data["coverage/cells"].shape == (2, env_cells("point_u"))
+    assert np.all((data["coverage/visited_fraction"] > 0) & (data["coverage/visited_fraction"] <= 1))
     np.testing.assert_array_equal(data["epochs_since_last"], [2, 1])
     assert np.all(np.isfinite(data["grad_norm/actor"])) and np.all(data["grad_norm/actor"] > 0)
     assert len(data["layers"]["critic_sa"]) == TINY.depth + 2

@@ -208,6 +208,13 @@ def test_collector_learner_two_by_two_table(tmp_path):
     assert set(summary["time_at_goal"]) == {"collector_d8", "learner_d8", "learner_d4"}
 
 
+def test_collector_learner_refuses_diagnostics_before_training(tmp_path):
+    base = dataclasses.replace(tiny_config(tmp_path), diagnostics_every=1)
+    with pytest.raises(ConfigError, match="diagnostics_every"):
+        collector_learner.run_experiment(base, (8, 4), (8, 4), tmp_path / "cl", quiet=True)
+    assert not (tmp_path / "cl").exists()
+
+
 # ---- ablations ---------------------------------------------------------------------------------
 def test_ablation_grids(tmp_path):
     base = tiny_config(tmp_path, width=32)

@@ -254,6 +254,35 @@ def test_same_seed_same_metrics(reference_run, tmp_path):
     assert checkpoint_steps(reference_run) == [5, 6]
 
 
+@pytest.mark.slow
+def test_eval_every_skips_evaluations_and_changes_nothing_else(reference_run, tmp_path):
+    """--eval-every 4 over 6 epochs evaluates at epochs 3 and 5 only: training rows are the
+    reference run's, evaluated epochs have the reference's numbers (evaluation has its own
+    per-epoch key and never touches training), the others have no eval/ fields, and the score
+    averages the evaluations there were."""
+    summary = train(
+        dataclasses.replace(TINY, out_dir=str(tmp_path), run_name="sparse", eval_every=4),
+        quiet=True,
+    )
+    reference, sparse = comparable(reference_run), comparable(Path(summary["run_dir"]))
+    evaluated = sparse["epoch"].isin([3, 5])
+    eval_columns = [c for c in reference.columns if c.startswith("eval/")]
+    assert sparse.loc[~evaluated, eval_columns].isna().all().all()
+    pd.testing.assert_frame_equal(
+        reference[evaluated].reset_index(drop=True), sparse[evaluated].reset_index(drop=True),
+        check_exact=True, check_dtype=False,  # columns with NaN rows are float
+    )
+    pd.testing.assert_frame_equal(
+        reference.drop(columns=eval_columns), sparse.drop(columns=eval_columns), check_exact=True
+    )
+    per_seed = [
+        reference[(reference["seed"] == seed) & evaluated]["eval/time_at_goal"].mean()
+        for seed in (0, 1)
+    ]
+    assert summary["time_at_goal_per_seed"] == pytest.approx(per_seed)
+    assert summary["eval_seconds"] < sum(load_metrics(reference_run)["eval_seconds"]) / TINY.num_seeds
+
+
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 600.0) -> None:
     start = time.monotonic()
     while not predicate():

@@ -35,3 +35,21 @@ def test_sweep_tables_average_each_runs_last_epochs():
     final = final_performance(table, by=["depth"])  # default: the last 5 (crl.scores)
     assert list(final["mean"]) == [20.5, 40.5]
     assert list(final_performance(table, by=["depth"], final_epochs=1)["mean"]) == [28.5, 56.5]
+
+
+def test_eval_epochs_are_every_kth_and_the_last():
+    assert [e for e in range(7) if scores.is_eval_epoch(e, 3, 7)] == [2, 5, 6]
+    assert [e for e in range(4) if scores.is_eval_epoch(e, 1, 4)] == [0, 1, 2, 3]
+
+
+def test_scores_skip_epochs_that_were_not_evaluated():
+    """With --eval-every k the rows between evaluations have no metric: the score is the mean
+    of the last `window` evaluations, not of the last `window` epochs."""
+    rows = [
+        {"epoch": e, "seed": 0, **({"eval/time_at_goal": float(e)} if e % 2 else {})}
+        for e in range(8)
+    ]
+    assert scores.scores_per_seed(rows, [0], window=2) == [6.0]  # epochs 5 and 7
+    table = pd.DataFrame([{"run": "a", "depth": 4, "env_steps": 10 * r["epoch"], **r} for r in rows])
+    per_seed = scores.table_scores(table, ["depth"], window=2)
+    assert list(per_seed["value"]) == [6.0] and list(per_seed["env_steps"]) == [70]
