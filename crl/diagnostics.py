@@ -385,7 +385,10 @@ def is_log_point(epoch: int, every: int, num_epochs: int) -> bool:
 
 
 def _fresh_copy(tree: Any) -> Any:
-    """Device copies, so donating the training state later cannot free what diagnostics keep."""
+    """Copies made inside a jitted function, so the outputs never alias the training state's
+    buffers (jit forwards an input returned unchanged) and donating that state later cannot
+    free what diagnostics keep. One compiled program, not one dispatch per leaf: hundreds of
+    tiny asynchronous copies queued behind the measurement once wedged XLA:CPU's executor."""
     return jax.tree.map(lambda x: jnp.array(x, copy=True), tree)
 
 
@@ -409,8 +412,13 @@ def make_hook(
     if config.diagnostics_every <= 0:
         return lambda epoch, state: [{} for _ in range(num_seeds)]
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.PRNGKey(s), KEY_SALT))(seeds)
-    diag = _fresh_copy(jax.jit(jax.vmap(lambda s, k: init(trainer, s, k)))(train_state, keys))
-    step = jax.jit(jax.vmap(lambda d, s, n: measure(trainer, d, s, n), in_axes=(0, 0, None)))
+    diag = jax.jit(jax.vmap(lambda s, k: _fresh_copy(init(trainer, s, k))))(train_state, keys)
+
+    def measure_and_copy(diag, state, since):
+        new_diag, metrics = measure(trainer, diag, state, since)
+        return _fresh_copy(new_diag), metrics
+
+    step = jax.jit(jax.vmap(measure_and_copy, in_axes=(0, 0, None)))
     last_epoch = start_epoch - 1
 
     def hook(epoch: int, state: TrainState) -> list[dict[str, Any]]:
@@ -419,7 +427,7 @@ def make_hook(
             return [{} for _ in range(num_seeds)]
         since = epoch - last_epoch
         diag, metrics = step(diag, state, jnp.float32(since))
-        diag, last_epoch = _fresh_copy(diag), epoch
+        last_epoch = epoch
         return rows_per_seed(
             {**metrics, PREFIX + "epochs_since_last": jnp.full(num_seeds, float(since))}
         )
