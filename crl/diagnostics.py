@@ -198,9 +198,21 @@ def top_k_variance(singular_values: jax.Array, k: int = TOP_K) -> jax.Array:
     return jnp.sum(energy[:k]) / jnp.maximum(jnp.sum(energy), 1e-30)
 
 
+def singular_values(features: jax.Array) -> jax.Array:
+    """Singular values (descending) of [..., batch, dim] matrices. On CPU they are computed by
+    numpy on the host: jaxlib's batched LAPACK SVD (the measurement is vmapped over seeds) fans
+    out into the XLA:CPU thread pool it already runs on and waits, which deadlocked a 2-core
+    run mid-training. Diagnostics run only at log points, so the round trip costs nothing."""
+    if jax.default_backend() != "cpu":
+        return jnp.linalg.svd(features, compute_uv=False)
+    shape = jax.ShapeDtypeStruct((*features.shape[:-2], min(features.shape[-2:])), features.dtype)
+    host_svd = lambda x: np.linalg.svd(np.asarray(x), compute_uv=False).astype(x.dtype)
+    return jax.pure_callback(host_svd, shape, features, vmap_method="expand_dims")
+
+
 def geometry(features: jax.Array, k: int = TOP_K) -> dict[str, jax.Array]:
     """Singular values of a [batch, dim] feature matrix (uncentred) and their summaries."""
-    s = jnp.linalg.svd(features, compute_uv=False)
+    s = singular_values(features)
     return {
         "singular_values": s,
         "effective_rank": effective_rank(s),

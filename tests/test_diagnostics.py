@@ -155,6 +155,17 @@ def test_dead_unit_fraction_by_hand():
 
 
 # ---- representation geometry -------------------------------------------------------------------
+def test_singular_values_under_the_seed_vmap_match_numpy():
+    """The seed-vmapped measurement batches the SVD; the values are each matrix's own."""
+    features = jax.random.normal(RNG, (3, 40, 6)) * jnp.arange(1.0, 7.0)
+    batched = jax.jit(jax.vmap(diag.singular_values))(features)
+    np.testing.assert_allclose(
+        batched, np.linalg.svd(np.asarray(features), compute_uv=False), rtol=1e-5
+    )
+    assert np.all(np.diff(np.asarray(batched), axis=-1) <= 0)  # descending
+    np.testing.assert_allclose(jax.jit(diag.singular_values)(features[1]), batched[1], rtol=1e-6)
+
+
 def test_effective_rank_of_isotropic_gaussian_is_its_dimension():
     x = jax.random.normal(RNG, (8192, 16))
     rank = float(diag.geometry(x)["effective_rank"])
