@@ -256,8 +256,8 @@ def test_same_seed_same_metrics(reference_run, tmp_path):
 
 @pytest.mark.slow
 def test_eval_every_skips_evaluations_and_changes_nothing_else(reference_run, tmp_path):
-    """--eval-every 4 over 6 epochs evaluates at epochs 3 and 5 only: training rows are the
-    reference run's, evaluated epochs have the reference's numbers (evaluation has its own
+    """--eval-every 4 over 6 epochs evaluates at epochs 3 and 5 only (no timing is asserted):
+    training rows are the reference run's, evaluated epochs have the reference's numbers (evaluation has its own
     per-epoch key and never touches training), the others have no eval/ fields, and the score
     averages the evaluations there were."""
     summary = train(
@@ -280,7 +280,6 @@ def test_eval_every_skips_evaluations_and_changes_nothing_else(reference_run, tm
         for seed in (0, 1)
     ]
     assert summary["time_at_goal_per_seed"] == pytest.approx(per_seed)
-    assert summary["eval_seconds"] < sum(load_metrics(reference_run)["eval_seconds"]) / TINY.num_seeds
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 600.0) -> None:
