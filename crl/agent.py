@@ -155,6 +155,51 @@ class CRLAgent:
         loss, metrics = losses.actor_loss(log_prob, energy, alpha)
         return loss, (log_prob, metrics)
 
+    def critic_step(
+        self, agent_state: AgentState, batch: Batch, reference: Batch | None = None
+    ) -> tuple[dict, optax.OptState, dict, dict]:
+        """One Adam step on the critic's InfoNCE loss. Returns the new critic parameters and
+        optimiser state, the loss's metrics and the gradients."""
+        critic_opt = self.optimizers()[1]
+        objective = self.with_churn_penalty(
+            self.critic_loss, self.reference_logits, agent_state.prev_critic_params, reference
+        )
+        (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(
+            agent_state.critic_params, batch
+        )
+        updates, new_opt = critic_opt.update(grads, agent_state.critic_opt)
+        return optax.apply_updates(agent_state.critic_params, updates), new_opt, aux, grads
+
+    def actor_step(
+        self, agent_state: AgentState, critic_params: dict, batch: Batch, rng: jax.Array,
+        reference: Batch | None = None,
+    ) -> tuple[dict, optax.OptState, tuple, dict]:
+        """One Adam step on the actor's loss against `critic_params`. Returns the new actor
+        parameters and optimiser state, the loss's aux ((log_prob, metrics), with the churn
+        penalty when on) and the gradients."""
+        actor_opt = self.optimizers()[0]
+        deterministic_action = lambda params, ref: self.act(params, ref.state, ref.goal, None)
+        objective = self.with_churn_penalty(
+            self.actor_loss, deterministic_action, agent_state.prev_actor_params, reference
+        )
+        (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(
+            agent_state.actor_params, critic_params, agent_state.log_alpha, batch, rng
+        )
+        updates, new_opt = actor_opt.update(grads, agent_state.actor_opt)
+        return optax.apply_updates(agent_state.actor_params, updates), new_opt, aux, grads
+
+    def alpha_step(
+        self, agent_state: AgentState, log_prob: jax.Array
+    ) -> tuple[jax.Array, optax.OptState, jax.Array]:
+        """One Adam step on log α towards the target entropy, given the actor's log-probs.
+        Returns the new log α, its optimiser state and the loss."""
+        alpha_opt = self.optimizers()[2]
+        value, grad = jax.value_and_grad(losses.alpha_loss)(
+            agent_state.log_alpha, log_prob, self.target_entropy
+        )
+        updates, new_opt = alpha_opt.update(grad, agent_state.alpha_opt)
+        return optax.apply_updates(agent_state.log_alpha, updates), new_opt, value
+
     def update(
         self,
         agent_state: AgentState,
@@ -168,26 +213,12 @@ class CRLAgent:
         `reference`: a replay batch independent of `batch`, needed (only) for CHAIN churn
         reduction (churn_weight > 0), which penalises the change of the critic's logits and the
         actor's deterministic action on it since the parameters before the previous update."""
-        actor_opt, critic_opt, alpha_opt = self.optimizers()
-
-        critic_objective = self.with_churn_penalty(
-            self.critic_loss, self.reference_logits, agent_state.prev_critic_params, reference
+        critic_params, new_critic_opt, critic_aux, critic_grads = self.critic_step(
+            agent_state, batch, reference
         )
-        (_, critic_aux), critic_grads = jax.value_and_grad(critic_objective, has_aux=True)(
-            agent_state.critic_params, batch
+        actor_params, new_actor_opt, actor_aux, actor_grads = self.actor_step(
+            agent_state, critic_params, batch, rng, reference
         )
-        updates, new_critic_opt = critic_opt.update(critic_grads, agent_state.critic_opt)
-        critic_params = optax.apply_updates(agent_state.critic_params, updates)
-
-        deterministic_action = lambda params, ref: self.act(params, ref.state, ref.goal, None)
-        actor_objective = self.with_churn_penalty(
-            self.actor_loss, deterministic_action, agent_state.prev_actor_params, reference
-        )
-        (_, actor_aux), actor_grads = jax.value_and_grad(actor_objective, has_aux=True)(
-            agent_state.actor_params, critic_params, agent_state.log_alpha, batch, rng
-        )
-        updates, new_actor_opt = actor_opt.update(actor_grads, agent_state.actor_opt)
-        actor_params = optax.apply_updates(agent_state.actor_params, updates)
         churn_metrics = {}
         if self.churn_weight:
             (critic_metrics, critic_churn), (actor_aux, actor_churn) = critic_aux, actor_aux
@@ -195,12 +226,7 @@ class CRLAgent:
         else:
             critic_metrics = critic_aux
         log_prob, actor_metrics = actor_aux
-
-        alpha_value, alpha_grad = jax.value_and_grad(losses.alpha_loss)(
-            agent_state.log_alpha, log_prob, self.target_entropy
-        )
-        updates, new_alpha_opt = alpha_opt.update(alpha_grad, agent_state.alpha_opt)
-        log_alpha = optax.apply_updates(agent_state.log_alpha, updates)
+        log_alpha, new_alpha_opt, alpha_value = self.alpha_step(agent_state, log_prob)
 
         new_state = AgentState(
             actor_params=actor_params,

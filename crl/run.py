@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from rich.table import Table
 from crl import audit, checkpoint, diagnostics, distributed, guard, scores, tracking
 from crl import run_dir as run_dir_lib
 from crl.config import ConfigError, TrainConfig, validate
-from crl.train import make_trainer, over_seeds
+from crl.train import Trainer, make_trainer, over_seeds
 
 
 def train(
@@ -70,6 +71,8 @@ def _train(
     config: TrainConfig | None, console: Console, quiet: bool, resume: str | Path | None,
     activity: dict[str, Any],
 ) -> dict[str, Any]:
+    run_start = time.perf_counter()
+    first_metrics_seconds = None
     if resume is not None:
         config = checkpoint.resume_config(resume, config)
     validate(config)
@@ -112,6 +115,14 @@ def _train(
     shardings = distributed.train_state_sharding(abstract_state, mesh)
     init = jax.jit(over_seeds(trainer.init), **distributed.jit_shardings(mesh, out_shardings=shardings))
     start_epoch, rows, wall_offset, random_time_at_goal = 0, [], 0.0, None
+    # The epoch and evaluation programs compile in background threads (XLA compiles without the
+    # GIL) while init compiles and prefills: the three compiles overlap instead of queueing.
+    compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crl-compile")
+    epoch_program = compiler.submit(
+        timed, compile_epoch, trainer, mesh, abstract_state, shardings
+    )
+    eval_program = compiler.submit(compile_evaluation, trainer, mesh, abstract_state, eval_rngs)
+    compiler.shutdown(wait=False)
     start = time.perf_counter()
     if resume is not None:
         template = jax.tree.map(
@@ -140,30 +151,19 @@ def _train(
     auditor = audit.Auditor(config, [int(s) for s in seeds])
     auditor.resume_from(rows)
 
-    start = time.perf_counter()
-    run_epoch = jax.jit(
-        over_seeds(trainer.run_epoch),
-        donate_argnums=0,
-        **distributed.jit_shardings(
-            mesh, in_shardings=(shardings,), out_shardings=(shardings, distributed.replicated(mesh))
-        ),
-    ).lower(state).compile()
-    compile_seconds = time.perf_counter() - start
-    # One program for the random baseline and every epoch's evaluation: compiled once, here.
-    evaluate_either = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)))
+    run_epoch, compile_seconds = epoch_program.result()
+    # One program for the random baseline and every epoch's evaluation.
+    evaluate_either = eval_program.result()
+    on_mesh = distributed.replicated(mesh)
 
-    def evaluate(actor_params, rngs):
-        return evaluate_either(actor_params, rngs, jnp.asarray(False))
+    def evaluate(actor_params, rngs, random_policy: bool = False):
+        rngs = jax.device_put(rngs, on_mesh)
+        return per_seed(evaluate_either(actor_params, rngs, jnp.asarray(random_policy)))
 
-    if random_time_at_goal is None:
-        random_eval = per_seed(
-            evaluate_either(state.agent.actor_params, baseline_rngs, jnp.asarray(True))
-        )
-        random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
     if not quiet:
         console.print(
-            f"compiled one epoch in {compile_seconds:.1f}s; prefill + init {init_seconds:.1f}s; "
-            f"random policy time at goal {random_time_at_goal:.1f}/{env.episode_length}"
+            f"compiled one epoch in {compile_seconds:.1f}s (alongside prefill + init "
+            f"{init_seconds:.1f}s)"
         )
 
     progress = Progress(
@@ -198,7 +198,7 @@ def _train(
             train_elapsed = time.perf_counter() - epoch_start
             if scores.is_eval_epoch(epoch, config.eval_every, config.num_epochs):
                 epoch_rngs = jax.vmap(jax.random.fold_in, in_axes=(0, None))(eval_rngs, epoch)
-                eval_metrics = per_seed(evaluate(state.agent.actor_params, epoch_rngs))
+                eval_metrics = evaluate(state.agent.actor_params, epoch_rngs)
                 last_time_at_goal = float(np.mean([m["time_at_goal"] for m in eval_metrics]))
             else:
                 eval_metrics = [{} for _ in seeds]
@@ -227,6 +227,17 @@ def _train(
             activity["doing"] = f"writing the metrics of epoch {epoch}"
             loggers.log_epoch(epoch_rows)
             rows.extend(epoch_rows)
+            if first_metrics_seconds is None:
+                first_metrics_seconds = time.perf_counter() - run_start
+            if random_time_at_goal is None:  # after the first metrics: it only feeds the summary
+                # The actions are uniform: the actor's parameters are not used.
+                random_eval = evaluate(state.agent.actor_params, baseline_rngs, random_policy=True)
+                random_time_at_goal = float(np.mean([m["time_at_goal"] for m in random_eval]))
+                if not quiet:
+                    console.print(
+                        f"random policy time at goal {random_time_at_goal:.1f}/"
+                        f"{env.episode_length} (the baseline)"
+                    )
             guard.check_epoch(
                 epoch, epoch_rows, checkpointer.last_good(run_dir), config.divergence_threshold
             )
@@ -272,6 +283,8 @@ def _train(
         "env_steps": final_rows[0]["env_steps"],
         "compile_seconds": compile_seconds,
         "init_seconds": init_seconds,
+        # From the call (or resume) to the first epoch's metrics: setup, compiles, one epoch.
+        "first_metrics_seconds": first_metrics_seconds,
         "train_seconds": wall,
         # Training env-steps (prefill excluded) over the epochs' training time; the second
         # figure adds evaluation time. Compile and prefill are reported above, not mixed in.
@@ -313,6 +326,36 @@ def steady_throughput(rows: list[dict], config: TrainConfig) -> dict[str, float]
         "env_steps_per_second_with_eval": trained * len(epochs) / (train_seconds + eval_seconds),
         "eval_seconds": eval_seconds,
     }
+
+
+def timed(fn, *args) -> tuple[Any, float]:
+    """(fn(*args), seconds it took)."""
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def compile_epoch(trainer: Trainer, mesh, abstract_state, shardings):
+    """The seed-vmapped epoch program, compiled from shapes alone; the state is donated."""
+    return jax.jit(
+        over_seeds(trainer.run_epoch),
+        donate_argnums=0,
+        **distributed.jit_shardings(
+            mesh, in_shardings=(shardings,), out_shardings=(shardings, distributed.replicated(mesh))
+        ),
+    ).lower(abstract_state).compile()
+
+
+def compile_evaluation(trainer: Trainer, mesh, abstract_state, rngs: jax.Array):
+    """One seed-vmapped evaluation program for the policy and the random baseline (a traced
+    flag picks), compiled from shapes alone: (actor_params, rngs, random_policy) → metrics."""
+    on_mesh = distributed.replicated(mesh)
+    flag = jax.ShapeDtypeStruct((), jnp.bool_)
+    return jax.jit(
+        jax.vmap(trainer.evaluate, in_axes=(0, 0, None)),
+        **distributed.jit_shardings(mesh, in_shardings=(on_mesh, on_mesh, on_mesh),
+                                    out_shardings=on_mesh),
+    ).lower(abstract_state.agent.actor_params, rngs, flag).compile()
 
 
 def per_seed(metrics: dict[str, jax.Array]) -> list[dict[str, float]]:

@@ -24,3 +24,34 @@ def test_steady_throughput_excludes_prefill_and_separates_evaluation():
     assert got["env_steps_per_second"] == pytest.approx(trained / 3.0)
     assert got["env_steps_per_second_with_eval"] == pytest.approx(trained / 5.0)
     assert got["eval_seconds"] == pytest.approx(2.0)
+
+
+TINY_TRAIN = (
+    "--env point_u --num-envs 4 --unroll-length 10 --total-env-steps 480 --num-epochs 2 "
+    "--min-replay-size 20 --replay-size 100 --batch-size 16 --num-sgd-batches 2 --width 16 "
+    "--num-eval-envs 2 --episode-length 20 --checkpoint-every 0"
+)
+
+
+def test_first_metrics_times_a_real_launch_to_its_first_row(tmp_path):
+    from experiments.first_metrics import Args, main
+
+    rows = main(Args(depths=(4,), train_args=TINY_TRAIN))
+    (row,) = rows
+    assert row["tree"] == "." and row["depth"] == 4
+    # The launch includes imports and compiles, so it takes longer than the epoch itself.
+    assert 0 < row["first_epoch_seconds"] < row["first_metrics_seconds"]
+
+
+def test_summary_reports_first_metrics_and_the_random_baseline(tmp_path):
+    import shlex
+
+    import tyro
+
+    from crl.run import train
+
+    config = tyro.cli(TrainConfig, args=shlex.split(TINY_TRAIN) + ["--out-dir", str(tmp_path)])
+    summary = train(config, quiet=True)
+    assert 0 < summary["first_metrics_seconds"]
+    # Computed after the first epoch now; uniform actions on 20-step episodes.
+    assert 0 <= summary["random_time_at_goal"] <= 20

@@ -166,3 +166,16 @@ def test_env_speed_times_every_stepping_over_vmapped_seeds(stepping):
     )
     assert row["num_steps"] == 20 and row["num_seeds"] == 2
     assert row["steps_per_second"] == pytest.approx(2 * 4 * 20 / row["run_seconds"])
+
+
+def test_reset_share_table_times_every_stepping_against_the_physics_floor():
+    from experiments.env_speed import Args, main
+
+    rows = main(Args(env_names=("point_u",), num_envs=(4,), num_steps=20, unroll_length=10,
+                     repeats=2, reset_share=True))
+    assert [row["stepping"] for row in rows] == ["physics", "vmap", "unnamed", "vector"]
+    assert rows[0]["share_beyond_physics"] == 0.0
+    for row in rows:
+        assert row["share_beyond_physics"] == pytest.approx(
+            1.0 - rows[0]["run_seconds"] / row["run_seconds"])
+        assert "run" not in row

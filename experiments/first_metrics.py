@@ -1,0 +1,125 @@
+"""Time to first metrics: seconds from launching `crl train` to its first metrics row on disk,
+for source trees side by side (e.g. a checkout of an older commit against this one), depths
+interleaved so that a slow window of a shared machine hits every tree alike.
+
+    python -m experiments.first_metrics --depths 4 16 64
+    git worktree add /tmp/before <commit>
+    python -m experiments.first_metrics --trees /tmp/before . --depths 4 16 64
+
+Each launch is a fresh process (`python -m crl train` run in the tree, so it imports that tree's
+`crl` and `envs`) that is stopped once metrics.jsonl has its first row; what a newcomer waits
+for — imports, env construction, compiles, prefill, one epoch and its evaluation — is all
+counted. The first epoch's own wall time (training and evaluation) is printed beside it; the
+difference ("before it") is the fixed cost — imports, compiles, prefill — that a shorter epoch
+cannot remove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """Launch `crl train` per (tree, depth) and time its first metrics row."""
+
+    trees: tuple[str, ...] = (".",)
+    """Source trees (directories holding crl/ and envs/) to compare."""
+    depths: tuple[int, ...] = (4, 16, 64)
+    train_args: str = ""
+    """Extra `crl train` arguments as one string, e.g. --train-args "--env ant --num-envs 32"."""
+    repeats: int = 1
+    timeout_s: float = 1800.0
+    python: str = sys.executable
+
+
+def first_row(metrics: Path) -> dict | None:
+    """The first complete row of a metrics.jsonl being written, or None yet."""
+    if not metrics.exists():
+        return None
+    line = metrics.read_text().split("\n", 1)
+    if len(line) < 2:  # the first line is not finished yet
+        return None
+    return json.loads(line[0])
+
+
+def time_first_metrics(tree: str, depth: int, args: Args) -> dict:
+    """Launch one training run in `tree` and stop it at its first metrics row."""
+    with tempfile.TemporaryDirectory(prefix="crl-first-metrics-") as out_dir:
+        command = [
+            args.python, "-m", "crl", "train", "--depth", str(depth), "--out-dir", out_dir,
+            "--run-name", "run", *shlex.split(args.train_args),
+        ]
+        metrics = Path(out_dir) / "run" / "metrics.jsonl"
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            command, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
+        )
+        try:
+            while (row := first_row(metrics)) is None:
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"crl train in {tree} (depth {depth}) exited with {process.returncode} "
+                        f"before its first metrics row:\n{process.stderr.read()[-2000:]}"
+                    )
+                if time.perf_counter() - start > args.timeout_s:
+                    raise TimeoutError(f"no metrics row after {args.timeout_s:.0f}s ({tree}, depth {depth})")
+                time.sleep(0.05)
+            seconds = time.perf_counter() - start
+        finally:
+            process.kill()
+            process.wait()
+    return {
+        "tree": tree, "depth": depth, "first_metrics_seconds": seconds,
+        # The first epoch's training and evaluation (wall_time counts from the epoch's start).
+        "first_epoch_seconds": row["wall_time"],
+    }
+
+
+def main(args: Args) -> list[dict]:
+    """Time every (tree, depth) `repeats` times, interleaved; print the best of each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for tree in args.trees:
+        if not (Path(tree) / "crl").is_dir():
+            raise SystemExit(f"{tree}: not a crl source tree (no crl/ directory)")
+    console = Console()
+    best: dict[tuple[str, int], dict] = {}
+    for _ in range(args.repeats):
+        for depth in args.depths:
+            for tree in args.trees:
+                row = time_first_metrics(tree, depth, args)
+                console.log(f"{tree} depth {depth}: first metrics after {row['first_metrics_seconds']:.1f}s")
+                key = (tree, depth)
+                if key not in best or row["first_metrics_seconds"] < best[key]["first_metrics_seconds"]:
+                    best[key] = row
+    table = Table(title="time to first metrics (launch → first metrics.jsonl row), best of "
+                        f"{args.repeats}; `crl train {args.train_args}`")
+    for column in ("depth", "tree", "first metrics s", "first epoch s", "before it s"):
+        table.add_column(column, justify="right")
+    for depth in args.depths:
+        for tree in args.trees:
+            row = best[(tree, depth)]
+            table.add_row(
+                str(depth), tree, f"{row['first_metrics_seconds']:.1f}",
+                f"{row['first_epoch_seconds']:.1f}",
+                f"{row['first_metrics_seconds'] - row['first_epoch_seconds']:.1f}",
+            )
+    console.print(table)
+    return [best[(tree, depth)] for depth in args.depths for tree in args.trees]
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

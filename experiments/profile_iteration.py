@@ -1,0 +1,217 @@
+"""Where one training iteration's time goes: each phase of `Trainer.train_iteration` compiled on
+its own (vmapped over one seed, as training runs it), timed in interleaved rounds, and set
+against the whole iteration.
+
+    python -m experiments.profile_iteration                      # ant, 64 envs × 62, batch 256
+    python -m experiments.profile_iteration --depths 16 --env humanoid
+
+Phases (per iteration): `collect` (unroll_length steps of num_envs envs with the stochastic
+policy, auto-resets included), `insert` (the unroll into the replay buffer, donated as in
+training), `sample` (num_sgd_batches relabelled batches), `critic`, `actor` and `alpha` (each's
+num_sgd_batches Adam steps on those batches; `update` is the three as training fuses them), and
+`eval` (one evaluation, a full episode on every eval env, amortised over the epoch's
+iterations). `iteration` is the real fused iteration; `iteration − collect − insert − sample −
+update` is what fusing wins or loses. GFLOP is XLA's cost analysis of each compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from crl import buffer
+from crl.config import TrainConfig, validate
+from crl.train import Trainer, make_trainer, over_seeds
+
+PHASES = ("collect", "insert", "sample", "critic", "actor", "alpha", "update", "eval", "iteration")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    """The paper preset scaled to a CPU: 64 envs × 62 steps and the paper's ratio of SGD steps to
+    env steps (800 per 512 × 62 → 100 per 64 × 62)."""
+
+    env: str = "ant"
+    depths: tuple[int, ...] = (4, 16, 64)
+    num_envs: int = 64
+    unroll_length: int = 62
+    batch_size: int = 256
+    num_sgd_batches: int = 100
+    width: int = 256
+    num_eval_envs: int = 64
+    iterations_per_epoch: int = 31
+    """Iterations per evaluation (the paper preset: 10⁸ steps in 100 epochs of 512 × 62 → 31)."""
+    min_replay_size: int = 1000
+    repeats: int = 3
+    seed: int = 0
+
+
+def profile_config(args: Args, depth: int) -> TrainConfig:
+    config = TrainConfig(
+        env=args.env, depth=depth, width=args.width, num_envs=args.num_envs,
+        unroll_length=args.unroll_length, batch_size=args.batch_size,
+        num_sgd_batches=args.num_sgd_batches, num_eval_envs=args.num_eval_envs,
+        min_replay_size=args.min_replay_size, seed=args.seed,
+    )
+    validate(config)
+    return config
+
+
+def phase_programs(trainer: Trainer) -> dict[str, Callable]:
+    """Each phase as a function of (train state, stacked batches, records); all are vmapped over
+    the seed axis by the caller."""
+    agent, config = trainer.agent, trainer.config
+
+    def collect(state, batches, records):
+        return trainer.collect(state.agent.actor_params, state.env_state, state.rng)
+
+    def insert(state, batches, records):
+        return buffer.add(state.replay, records)
+
+    def sample(state, batches, records):
+        rngs = jax.random.split(state.rng, config.num_sgd_batches)
+        return jax.lax.map(lambda rng: trainer.sample_batch(state.replay, rng), rngs)
+
+    def critic(state, batches, records):
+        def body(agent_state, batch):
+            params, opt, metrics, _ = agent.critic_step(agent_state, batch)
+            return agent_state.replace(critic_params=params, critic_opt=opt), metrics
+
+        return jax.lax.scan(body, state.agent, batches)
+
+    def actor(state, batches, records):
+        rngs = jax.random.split(state.rng, config.num_sgd_batches)
+
+        def body(agent_state, batch_rng):
+            batch, rng = batch_rng
+            params, opt, aux, _ = agent.actor_step(agent_state, agent_state.critic_params, batch, rng)
+            return agent_state.replace(actor_params=params, actor_opt=opt), aux
+
+        return jax.lax.scan(body, state.agent, (batches, rngs))
+
+    def alpha(state, batches, records):
+        log_prob = jnp.zeros((config.batch_size,))
+
+        def body(agent_state, _):
+            log_alpha, opt, value = agent.alpha_step(agent_state, log_prob + agent_state.log_alpha)
+            return agent_state.replace(log_alpha=log_alpha, alpha_opt=opt), value
+
+        return jax.lax.scan(body, state.agent, None, config.num_sgd_batches)
+
+    def update(state, batches, records):
+        rngs = jax.random.split(state.rng, config.num_sgd_batches)
+        return jax.lax.scan(lambda s, br: agent.update(s, *br), state.agent, (batches, rngs))
+
+    def evaluate(state, batches, records):
+        return trainer.evaluate(state.agent.actor_params, state.rng)
+
+    def iteration(state, batches, records):
+        return trainer.train_iteration(state)
+
+    return {
+        "collect": collect, "insert": insert, "sample": sample, "critic": critic,
+        "actor": actor, "alpha": alpha, "update": update, "eval": evaluate,
+        "iteration": iteration,
+    }
+
+
+def flops_of(compiled) -> float | None:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    return None if not analysis or "flops" not in analysis else float(analysis["flops"])
+
+
+def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
+    """Compile every phase at `depth`, time them in `repeats` interleaved rounds (best of each),
+    and return one row per phase: seconds per iteration (eval divided by iterations_per_epoch),
+    share of the iteration, GFLOP per call."""
+    config = profile_config(args, depth)
+    trainer = make_trainer(config)
+    rngs = jax.random.split(jax.random.PRNGKey(config.seed), 1)
+    start = time.perf_counter()
+    state = jax.jit(over_seeds(trainer.init))(rngs)
+    jax.block_until_ready(state)
+    log(f"depth {depth}: init + prefill {time.perf_counter() - start:.1f}s")
+    # Inputs of the update phases: real relabelled batches and a real unroll.
+    programs = phase_programs(trainer)
+    batches = jax.jit(over_seeds(programs["sample"]))(state, None, None)
+    _, records, _ = jax.jit(over_seeds(programs["collect"]))(state, None, None)
+
+    compiled, flops = {}, {}
+    for name, fn in programs.items():
+        start = time.perf_counter()
+        # insert and iteration donate the buffer / state, as training does.
+        donate = (0,) if name in ("insert", "iteration") else ()
+        vmapped = over_seeds(fn, in_axes=(0, 0, 0))
+        compiled[name] = jax.jit(vmapped, donate_argnums=donate).lower(state, batches, records).compile()
+        flops[name] = flops_of(compiled[name])
+        log(f"depth {depth}: compiled {name} in {time.perf_counter() - start:.1f}s")
+
+    def run(name: str) -> float:
+        inputs = state
+        if name in ("insert", "iteration"):  # donated: give it its own copy
+            inputs = jax.tree.map(jnp.copy, state)
+            jax.block_until_ready(inputs)
+        start = time.perf_counter()
+        jax.block_until_ready(compiled[name](inputs, batches, records))
+        return time.perf_counter() - start
+
+    for name in compiled:  # warm-up: first-run allocations
+        run(name)
+    best = {name: float("inf") for name in compiled}
+    for _ in range(args.repeats):
+        for name in compiled:
+            best[name] = min(best[name], run(name))
+    best["eval"] /= args.iterations_per_epoch
+    total = best["iteration"] + best["eval"]
+    rows = []
+    for name in PHASES:
+        per_call = flops[name]
+        rows.append({
+            "env": args.env, "depth": depth, "phase": name, "seconds": best[name],
+            "share": best[name] / total,
+            "gflop": None if per_call is None else per_call / 1e9,
+            "gflop_per_second": None if per_call is None else per_call / 1e9 / (
+                best[name] * (args.iterations_per_epoch if name == "eval" else 1)),
+        })
+    return rows
+
+
+def main(args: Args) -> list[dict]:
+    """Profile every depth and print one table per depth; returns the rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    for depth in args.depths:
+        profile_config(args, depth)  # bad input fails before anything compiles
+    console = Console()
+    rows = []
+    for depth in args.depths:
+        depth_rows = profile_depth(args, depth, log=console.log)
+        rows.extend(depth_rows)
+        table = Table(title=(
+            f"{args.env}, depth {depth}: one iteration ({args.num_envs} envs × "
+            f"{args.unroll_length}, {args.num_sgd_batches} SGD steps of batch {args.batch_size}) "
+            f"+ eval / {args.iterations_per_epoch} on {jax.devices()[0].platform}"
+        ))
+        for column in ("phase", "ms / iteration", "share of iteration + eval", "GFLOP", "GFLOP/s"):
+            table.add_column(column, justify="right")
+        for row in depth_rows:
+            table.add_row(
+                row["phase"], f"{1e3 * row['seconds']:.1f}", f"{100 * row['share']:.1f}%",
+                "—" if row["gflop"] is None else f"{row['gflop']:.3g}",
+                "—" if row["gflop_per_second"] is None else f"{row['gflop_per_second']:.3g}",
+            )
+        console.print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    import tyro
+
+    main(tyro.cli(Args))

@@ -1,0 +1,54 @@
+"""The per-phase profiler runs end to end at tiny sizes, and its critic/actor/α phases are the
+pieces `CRLAgent.update` is made of (no timing assertions)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from crl.agent import Batch
+from crl.config import ConfigError, TrainConfig
+from crl.train import make_trainer
+from experiments import profile_iteration
+
+TINY = profile_iteration.Args(
+    env="point_u", depths=(4,), num_envs=4, unroll_length=10, batch_size=16, num_sgd_batches=2,
+    width=16, num_eval_envs=2, iterations_per_epoch=3, min_replay_size=20, repeats=1,
+)
+
+
+def test_profile_reports_every_phase_with_shares_and_flops():
+    rows = profile_iteration.main(TINY)
+    assert [row["phase"] for row in rows] == list(profile_iteration.PHASES)
+    by_phase = {row["phase"]: row for row in rows}
+    total = by_phase["iteration"]["seconds"] + by_phase["eval"]["seconds"]
+    for row in rows:
+        assert row["seconds"] > 0 and row["share"] == pytest.approx(row["seconds"] / total)
+    # The critic's Adam steps are matmuls: XLA's cost analysis must see them.
+    assert by_phase["critic"]["gflop"] > 0 and by_phase["update"]["gflop"] >= by_phase["critic"]["gflop"]
+
+
+def test_profile_refuses_bad_input_before_compiling():
+    with pytest.raises(ConfigError, match="depth"):
+        profile_iteration.main(TINY.__class__(**{**TINY.__dict__, "depths": (6,)}))
+
+
+def test_update_is_critic_then_actor_then_alpha_step():
+    config = TrainConfig(env="point_u", width=16, depth=4, batch_size=8)
+    agent = make_trainer(config).agent
+    state = agent.init(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 4)
+    batch = Batch(
+        state=jax.random.normal(keys[0], (8, agent.state_size)),
+        action=jax.random.uniform(keys[1], (8, agent.action_size), minval=-1, maxval=1),
+        goal=jax.random.normal(keys[2], (8, agent.goal_size)),
+    )
+    updated, _ = jax.jit(agent.update)(state, batch, keys[3])
+    critic_params, critic_opt, _, _ = agent.critic_step(state, batch)
+    actor_params, actor_opt, (log_prob, _), _ = agent.actor_step(state, critic_params, batch, keys[3])
+    log_alpha, _, _ = agent.alpha_step(state, log_prob)
+    for got, expected in [(updated.critic_params, critic_params),
+                          (updated.actor_params, actor_params), (updated.log_alpha, log_alpha)]:
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
