@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 # never the numbers the run computes.
 RESUMABLE_CHANGES = frozenset(
     {"out_dir", "run_name", "num_devices", "checkpoint_every", "keep_checkpoints",
-     "checkpoint_replay", "logger", "wandb_project", "wandb_group", "wandb_mode",
+     "checkpoint_replay", "compilation_cache_dir", "logger", "wandb_project", "wandb_group", "wandb_mode",
      # how summary.json averages evaluations; when a diverging run stops
      "score_window", "divergence_threshold"}
     # The stability audit's thresholds only decide which warnings are printed (crl.audit).

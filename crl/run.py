@@ -13,6 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental.compilation_cache import compilation_cache
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -67,6 +68,26 @@ def train(
         ) from None
 
 
+def use_compilation_cache(directory: str | None, console: Console, quiet: bool) -> None:
+    """Point JAX's persistent compilation cache at `directory`, so that programs compiled by an
+    earlier run with the same shapes load from disk. None, or JAX_COMPILATION_CACHE_DIR set in
+    the environment, leaves JAX's own setting; an unwritable directory only costs the cache."""
+    if directory is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = Path(directory).expanduser()
+    if jax.config.jax_compilation_cache_dir == str(path):
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if not quiet:
+            console.print(f"[yellow]compilation cache off ({path}: {error.strerror})[/]")
+        return
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    # JAX decides once per process whether the cache is in use; make it look again.
+    compilation_cache.reset_cache()
+
+
 def _train(
     config: TrainConfig | None, console: Console, quiet: bool, resume: str | Path | None,
     activity: dict[str, Any],
@@ -76,6 +97,7 @@ def _train(
     if resume is not None:
         config = checkpoint.resume_config(resume, config)
     validate(config)
+    use_compilation_cache(config.compilation_cache_dir, console, quiet)
     mesh = distributed.make_mesh(config.num_devices)
     trainer = make_trainer(config, mesh)
     env = trainer.env
