@@ -98,9 +98,9 @@ class TrainConfig:
     """Include the replay buffer in checkpoints (needed for an exact resume)."""
     compilation_cache_dir: str | None = "~/.cache/crl/xla"
     """Keep compiled programs on disk here, so a rerun with the same shapes (another seed, a
-    resume, a sweep point seen before) loads them instead of compiling. None, or the
-    JAX_COMPILATION_CACHE_DIR environment variable, leaves JAX's own setting. Process-wide: the
-    last run started sets it."""
+    resume, a sweep point seen before) loads them instead of compiling. None leaves JAX's own
+    setting; so does this default when JAX_COMPILATION_CACHE_DIR is set. Process-wide: the last
+    run started sets it."""
     num_devices: int | None = None
     """Devices to split envs, replay and SGD batches over (data parallel); None = all devices
     of the job (every host after jax.distributed.initialize)."""

@@ -70,9 +70,13 @@ def train(
 
 def use_compilation_cache(directory: str | None, console: Console, quiet: bool) -> None:
     """Point JAX's persistent compilation cache at `directory`, so that programs compiled by an
-    earlier run with the same shapes load from disk. None, or JAX_COMPILATION_CACHE_DIR set in
-    the environment, leaves JAX's own setting; an unwritable directory only costs the cache."""
-    if directory is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    earlier run with the same shapes load from disk. None leaves JAX's own setting, and so does
+    the default where JAX_COMPILATION_CACHE_DIR is set (a given directory beats the environment,
+    which beats the default); an unwritable directory only costs the cache, not the run."""
+    default = TrainConfig.__dataclass_fields__["compilation_cache_dir"].default
+    if directory is None or (
+        directory == default and os.environ.get("JAX_COMPILATION_CACHE_DIR")
+    ):
         return
     path = Path(directory).expanduser()
     if jax.config.jax_compilation_cache_dir == str(path):
