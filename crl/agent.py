@@ -111,10 +111,14 @@ class CRLAgent:
         sa_repr, goal_repr = self.critic.apply(critic_params, state, action, goal)
         return -jnp.sqrt(jnp.sum((sa_repr - goal_repr) ** 2, axis=-1) + 1e-12)
 
+    def pairwise_energy(self, sa_repr: jax.Array, goal_repr: jax.Array) -> jax.Array:
+        """The critic's logits: f(s_i, a_i, g_j) for every pair of the batch."""
+        return losses.energy_matrix(sa_repr, goal_repr)
+
     def critic_loss(self, critic_params: dict, batch: Batch):
         """InfoNCE (plus the isotropy penalty on φ and ψ when isotropy_weight > 0)."""
         sa_repr, goal_repr = self.critic.apply(critic_params, batch.state, batch.action, batch.goal)
-        logits = losses.energy_matrix(sa_repr, goal_repr)
+        logits = self.pairwise_energy(sa_repr, goal_repr)
         loss, metrics = losses.infonce_loss(logits, self.logsumexp_penalty)
         if self.isotropy_weight:
             phi_penalty, _ = regularizers.isotropy_penalty(sa_repr)
@@ -129,7 +133,7 @@ class CRLAgent:
         sa_repr, goal_repr = self.critic.apply(
             critic_params, reference.state, reference.action, reference.goal
         )
-        return losses.energy_matrix(sa_repr, goal_repr)
+        return self.pairwise_energy(sa_repr, goal_repr)
 
     def with_churn_penalty(self, loss_fn, outputs, prev_params: dict, reference: Batch | None):
         """`loss_fn` (params, *args) → (loss, aux) plus churn_weight × the squared change of

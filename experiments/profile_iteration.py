@@ -11,7 +11,13 @@ training), `sample` (num_sgd_batches relabelled batches), `critic`, `actor` and 
 num_sgd_batches Adam steps on those batches; `update` is the three as training fuses them), and
 `eval` (one evaluation, a full episode on every eval env, amortised over the epoch's
 iterations). `iteration` is the real fused iteration; `iteration − collect − insert − sample −
-update` is what fusing wins or loses. GFLOP is XLA's cost analysis of each compiled program.
+update` is what fusing wins or loses. With `--before` (default), `critic (before)` and
+`iteration (before)` are the same programs with the critic's logits computed as crl did before
+(and the public code does): every difference φ_i − ψ_j materialised (losses.energy_matrix_direct).
+
+GFLOP is XLA's cost analysis of each compiled program, which counts a loop body once: it is
+scaled here by each phase's trip count (unroll steps, SGD steps, episode steps), and the
+iteration's is the sum of its parts.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from crl import buffer
+from crl import buffer, losses
+from crl.agent import CRLAgent
 from crl.config import TrainConfig, validate
 from crl.train import Trainer, make_trainer, over_seeds
 
 PHASES = ("collect", "insert", "sample", "critic", "actor", "alpha", "update", "eval", "iteration")
+BEFORE = ("critic (before)", "iteration (before)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +55,24 @@ class Args:
     """Iterations per evaluation (the paper preset: 10⁸ steps in 100 epochs of 512 × 62 → 31)."""
     min_replay_size: int = 1000
     repeats: int = 3
+    before: bool = True
+    """Also time the critic and the iteration with the critic's logits computed as before."""
     seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectEnergyAgent(CRLAgent):
+    """The agent as it was before the matmul form of the logits: every difference φ_i − ψ_j
+    materialised ([batch, batch, repr] forward and backward)."""
+
+    def pairwise_energy(self, sa_repr, goal_repr):
+        return losses.energy_matrix_direct(sa_repr, goal_repr)
+
+
+def with_direct_energy(trainer: Trainer) -> Trainer:
+    agent = trainer.agent
+    fields = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
+    return dataclasses.replace(trainer, agent=DirectEnergyAgent(**fields))
 
 
 def profile_config(args: Args, depth: int) -> TrainConfig:
@@ -139,6 +164,9 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
     log(f"depth {depth}: init + prefill {time.perf_counter() - start:.1f}s")
     # Inputs of the update phases: real relabelled batches and a real unroll.
     programs = phase_programs(trainer)
+    if args.before:
+        before = phase_programs(with_direct_energy(trainer))
+        programs.update({name: before[name.split()[0]] for name in BEFORE})
     batches = jax.jit(over_seeds(programs["sample"]))(state, None, None)
     _, records, _ = jax.jit(over_seeds(programs["collect"]))(state, None, None)
 
@@ -146,7 +174,7 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
     for name, fn in programs.items():
         start = time.perf_counter()
         # insert and iteration donate the buffer / state, as training does.
-        donate = (0,) if name in ("insert", "iteration") else ()
+        donate = (0,) if name.split()[0] in ("insert", "iteration") else ()
         vmapped = over_seeds(fn, in_axes=(0, 0, 0))
         compiled[name] = jax.jit(vmapped, donate_argnums=donate).lower(state, batches, records).compile()
         flops[name] = flops_of(compiled[name])
@@ -154,7 +182,7 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
 
     def run(name: str) -> float:
         inputs = state
-        if name in ("insert", "iteration"):  # donated: give it its own copy
+        if name.split()[0] in ("insert", "iteration"):  # donated: give it its own copy
             inputs = jax.tree.map(jnp.copy, state)
             jax.block_until_ready(inputs)
         start = time.perf_counter()
@@ -169,15 +197,27 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
             best[name] = min(best[name], run(name))
     best["eval"] /= args.iterations_per_epoch
     total = best["iteration"] + best["eval"]
+    # XLA counts a loop body once: scale by each phase's trip count; an iteration is its parts.
+    sgd = config.num_sgd_batches
+    trips = {"collect": config.unroll_length, "insert": 1, "sample": sgd, "critic": sgd,
+             "actor": sgd, "alpha": sgd, "update": sgd, "critic (before)": sgd,
+             "eval": trainer.evaluation_env.episode_length}
+    gflop = {name: None if flops[name] is None else flops[name] * trips[name] / 1e9
+             for name in trips if name in flops}
+    parts = [gflop[name] for name in ("collect", "insert", "sample", "update")]
+    if None not in parts:
+        gflop["iteration"] = sum(parts)
+        if "critic (before)" in gflop and None not in (gflop["critic (before)"], gflop["critic"]):
+            gflop["iteration (before)"] = (gflop["iteration"] + gflop["critic (before)"]
+                                           - gflop["critic"])
     rows = []
-    for name in PHASES:
-        per_call = flops[name]
+    for name in PHASES + (BEFORE if args.before else ()):
+        call_seconds = best[name] * (args.iterations_per_epoch if name == "eval" else 1)
         rows.append({
             "env": args.env, "depth": depth, "phase": name, "seconds": best[name],
             "share": best[name] / total,
-            "gflop": None if per_call is None else per_call / 1e9,
-            "gflop_per_second": None if per_call is None else per_call / 1e9 / (
-                best[name] * (args.iterations_per_epoch if name == "eval" else 1)),
+            "gflop": gflop.get(name),
+            "gflop_per_second": None if gflop.get(name) is None else gflop[name] / call_seconds,
         })
     return rows
 
@@ -199,7 +239,8 @@ def main(args: Args) -> list[dict]:
             f"{args.unroll_length}, {args.num_sgd_batches} SGD steps of batch {args.batch_size}) "
             f"+ eval / {args.iterations_per_epoch} on {jax.devices()[0].platform}"
         ))
-        for column in ("phase", "ms / iteration", "share of iteration + eval", "GFLOP", "GFLOP/s"):
+        for column in ("phase", "ms / iteration", "share of iteration + eval", "GFLOP / call",
+                       "GFLOP/s"):
             table.add_column(column, justify="right")
         for row in depth_rows:
             table.add_row(
@@ -208,6 +249,13 @@ def main(args: Args) -> list[dict]:
                 "—" if row["gflop_per_second"] is None else f"{row['gflop_per_second']:.3g}",
             )
         console.print(table)
+        if args.before:
+            seconds = {row["phase"]: row["seconds"] for row in depth_rows}
+            console.print(
+                f"depth {depth}: before/after — critic "
+                f"{seconds['critic (before)'] / seconds['critic']:.2f}×, iteration "
+                f"{seconds['iteration (before)'] / seconds['iteration']:.2f}× (one run, interleaved)"
+            )
     return rows
 
 

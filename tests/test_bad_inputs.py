@@ -395,7 +395,8 @@ def test_real_write_failure_in_orbax_is_one_line_exit_4(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     result = subprocess.run(
-        [sys.executable, "-m", "crl", "train", *flags, "--out-dir", str(tmp_path), "--run-name", "r"],
+        [sys.executable, "-m", "crl", "train", *flags, "--out-dir", str(tmp_path), "--run-name", "r",
+         "--compilation-cache-dir", "None"],
         preexec_fn=small_files, capture_output=True, text=True, timeout=600,
         # no compilation cache: its files would hit the limit too
         env={k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"},

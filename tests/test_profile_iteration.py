@@ -20,13 +20,36 @@ TINY = profile_iteration.Args(
 
 def test_profile_reports_every_phase_with_shares_and_flops():
     rows = profile_iteration.main(TINY)
-    assert [row["phase"] for row in rows] == list(profile_iteration.PHASES)
+    assert [row["phase"] for row in rows] == [*profile_iteration.PHASES, *profile_iteration.BEFORE]
     by_phase = {row["phase"]: row for row in rows}
     total = by_phase["iteration"]["seconds"] + by_phase["eval"]["seconds"]
     for row in rows:
         assert row["seconds"] > 0 and row["share"] == pytest.approx(row["seconds"] / total)
     # The critic's Adam steps are matmuls: XLA's cost analysis must see them.
     assert by_phase["critic"]["gflop"] > 0 and by_phase["update"]["gflop"] >= by_phase["critic"]["gflop"]
+    # Scaled by the loop's trip count: two SGD steps of the critic cost twice its body.
+    assert by_phase["iteration"]["gflop"] > by_phase["update"]["gflop"]
+    assert by_phase["critic (before)"]["gflop"] > 0
+
+
+def test_before_agent_differs_only_in_how_the_logits_are_computed():
+    """The profile's "before" critic is the same update up to float rounding."""
+    config = TrainConfig(env="point_u", width=16, depth=4, batch_size=8)
+    trainer = make_trainer(config)
+    before = profile_iteration.with_direct_energy(trainer).agent
+    state = trainer.agent.init(jax.random.PRNGKey(0))
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    batch = Batch(
+        state=jax.random.normal(keys[0], (8, trainer.agent.state_size)),
+        action=jax.random.uniform(keys[1], (8, trainer.agent.action_size), minval=-1, maxval=1),
+        goal=jax.random.normal(keys[2], (8, trainer.agent.goal_size)),
+    )
+    after_params, _, after_metrics, _ = trainer.agent.critic_step(state, batch)
+    before_params, _, before_metrics, _ = before.critic_step(state, batch)
+    assert isinstance(before, profile_iteration.DirectEnergyAgent)
+    np.testing.assert_allclose(after_metrics["critic_loss"], before_metrics["critic_loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(after_params), jax.tree.leaves(before_params), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
 def test_profile_refuses_bad_input_before_compiling():
