@@ -15,9 +15,11 @@ update` is what fusing wins or loses. With `--before` (default), `critic (before
 `iteration (before)` are the same programs with the critic's logits computed as crl did before
 (and the public code does): every difference φ_i − ψ_j materialised (losses.energy_matrix_direct).
 
-GFLOP is XLA's cost analysis of each compiled program, which counts a loop body once: it is
-scaled here by each phase's trip count (unroll steps, SGD steps, episode steps), and the
-iteration's is the sum of its parts.
+GFLOP: XLA's cost analysis counts a loop body once, also the scan over residual blocks, so the
+learner phases (critic, actor, update and their "before") use the analytic matmul count of
+`experiments.bench.update_matmul_flops` × SGD steps; the other phases use XLA's count × their
+trip count (unroll steps, SGD steps, episode steps) — a lower bound past depth 4, where the
+policy's blocks are scanned; the iteration's is the sum of its parts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from crl import buffer, losses
 from crl.agent import CRLAgent
 from crl.config import TrainConfig, validate
 from crl.train import Trainer, make_trainer, over_seeds
+from experiments.bench import update_matmul_flops
 
 PHASES = ("collect", "insert", "sample", "critic", "actor", "alpha", "update", "eval", "iteration")
 BEFORE = ("critic (before)", "iteration (before)")
@@ -204,6 +207,11 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
              "eval": trainer.evaluation_env.episode_length}
     gflop = {name: None if flops[name] is None else flops[name] * trips[name] / 1e9
              for name in trips if name in flops}
+    matmul = update_matmul_flops(trainer.agent, config.batch_size)
+    for name, key in (("critic", "critic_step"), ("actor", "actor_step"), ("update", "total"),
+                      ("critic (before)", "critic_step")):
+        if name in gflop:
+            gflop[name] = matmul[key] * sgd / 1e9
     parts = [gflop[name] for name in ("collect", "insert", "sample", "update")]
     if None not in parts:
         gflop["iteration"] = sum(parts)
