@@ -69,7 +69,13 @@ def comparable(run_dir: Path):
 def assert_close(reference, other) -> None:
     assert list(reference.columns) == list(other.columns)
     np.testing.assert_array_equal(reference[["epoch", "seed", "env_steps"]], other[["epoch", "seed", "env_steps"]])
-    np.testing.assert_allclose(reference.to_numpy(float), other.to_numpy(float), rtol=1e-4, atol=1e-5)
+    # Argmax counts (the critic's categorical accuracy) flip on near-ties when the logits' matmul
+    # is tiled differently on two devices (float rounding ~1e-7): a few rows of the batch at most.
+    counts = [c for c in reference.columns if c.endswith("accuracy")]
+    np.testing.assert_allclose(reference[counts].to_numpy(float), other[counts].to_numpy(float),
+                               atol=0.02)
+    values = reference.drop(columns=counts).to_numpy(float)
+    np.testing.assert_allclose(values, other.drop(columns=counts).to_numpy(float), rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
