@@ -1,7 +1,7 @@
 """Every registered env (picked up from the registry, so new names are tested automatically)
 trains, checkpoints and resumes. One env per physics backend (jax point maze, MJX, brax) runs
 the full path — 3 epochs checkpointed each epoch, the last checkpoint dropped, then a resume
-that recomputes epoch 2 — since one compiled training program per env would cost far too much
+that recomputes epoch 2 exactly — since one compiled training program per env would cost far too much
 CI time on CPU (MJX compiles slowly); every other env gets the cheap check: reset, steps, and a
 checkpoint save + restore of its real batched env state (its physics pytree, zero-size leaves
 included)."""
@@ -13,6 +13,7 @@ import shutil
 
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
 import envs
@@ -35,6 +36,12 @@ def tiny(name: str, epochs: int, run_dir) -> TrainConfig:
     )
 
 
+def comparable(run_dir) -> pd.DataFrame:
+    """The metrics rows without wall-clock columns, in (epoch, seed) order."""
+    frame = load_metrics(run_dir).drop(columns=list(TIMING_COLUMNS))
+    return frame.sort_values(["epoch", "seed"]).reset_index(drop=True)
+
+
 def assert_trees_equal(a, b) -> None:
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -48,12 +55,15 @@ def test_env_trains_checkpoints_and_resumes(name, tmp_path):
     if name in FULL:
         run_dir = tmp_path / "run"
         train(tiny(name, 3, run_dir), quiet=True)
+        uninterrupted = comparable(run_dir)
         # A run killed after epoch 2 was checkpointed: drop the last checkpoint, resume with the
-        # run's own config, and epoch 2 is recomputed (its metrics row replaced, not doubled).
+        # run's own config, and epoch 2 is recomputed (its metrics row replaced, not doubled)
+        # bit for bit — MJX's zero-size `act` leaf included.
         shutil.rmtree(run_dir / checkpoint.CHECKPOINT_DIR / "3")
         summary = train(None, quiet=True, resume=run_dir)
         frame = load_metrics(run_dir)
         assert list(frame.epoch) == [0, 1, 2]
+        pd.testing.assert_frame_equal(comparable(run_dir), uninterrupted, check_exact=True)
         numbers = frame.drop(columns=list(TIMING_COLUMNS)).select_dtypes("number")
         assert np.isfinite(numbers.to_numpy()).all()
         assert np.isfinite(summary["time_at_goal"])
