@@ -151,10 +151,13 @@ def main(args: Args) -> list[dict]:
 
 
 def markdown(rows: list[dict], trees: tuple[str, ...]) -> str:
-    """env | per tree: env-steps/s, random time at goal / episode length (eval env)."""
+    """env | per tree: env-steps/s, random time at goal / episode length (eval env) | and, for
+    two or more trees, the last tree's env-steps/s over the first's."""
     by_key = {(row["tree"], row["env"]): row for row in rows}
-    header = "| env | " + " | ".join(f"{t}: env-steps/s | {t}: random time at goal (eval env)" for t in trees) + " |"
-    lines = [header, "|---|" + "---|---|" * len(trees)]
+    ratio = len(trees) > 1
+    header = "| env | " + " | ".join(f"{t}: env-steps/s | {t}: random time at goal (eval env)" for t in trees)
+    header += f" | env-steps/s {trees[-1]} / {trees[0]} |" if ratio else " |"
+    lines = [header, "|---|" + "---|---|" * len(trees) + ("---|" if ratio else "")]
     for name in dict.fromkeys(row["env"] for row in rows):
         cells = []
         for tree in trees:
@@ -166,6 +169,10 @@ def markdown(rows: list[dict], trees: tuple[str, ...]) -> str:
             else:
                 cells += [f"{row['env_steps_per_s']:.0f}",
                           f"{row['random_time_at_goal']:.1f}/{row['episode_length']} ({row['eval_env']})"]
+        if ratio:
+            first, last = by_key.get((trees[0], name)), by_key.get((trees[-1], name))
+            both = first and last and "error" not in first and "error" not in last
+            cells.append(f"{last['env_steps_per_s'] / first['env_steps_per_s']:.2f}" if both else "—")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
