@@ -100,13 +100,18 @@ class Args:
     """Also write the rows as JSON here."""
 
 
+def tree_environment(tree: str) -> dict[str, str]:
+    """This process's environment, with imports resolving to `tree`'s packages."""
+    return {**os.environ, "PYTHONPATH": str(Path(tree).resolve())}
+
+
 def measure(tree: str, name: str, args: Args) -> dict:
     """One env of one tree in a fresh process; its row, or the error it died with."""
     command = [sys.executable, "-c", WORKER, name, str(args.num_envs), str(args.num_steps),
                str(args.num_eval_envs), str(args.seed)]
     result = subprocess.run(
         command, cwd=tree, capture_output=True, text=True, timeout=args.timeout_s,
-        env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
+        env=tree_environment(tree),
     )
     rows = [line[4:] for line in result.stdout.splitlines() if line.startswith("ROW ")]
     if result.returncode != 0 or not rows:
@@ -118,8 +123,7 @@ def tree_env_names(tree: str) -> list[str]:
     """The training envs (not `*_eval`) that `tree` registers."""
     listing = subprocess.run(
         [sys.executable, "-c", "import envs; print(' '.join(envs.names()))"], cwd=tree,
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONPATH": str(Path(tree).resolve())},
+        capture_output=True, text=True, check=True, env=tree_environment(tree),
     )
     return [name for name in listing.stdout.split() if not name.endswith("_eval")]
 

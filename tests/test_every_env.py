@@ -1,10 +1,10 @@
 """Every registered env (picked up from the registry, so new names are tested automatically)
 trains, checkpoints and resumes. One env per physics backend (jax point maze, MJX, brax) runs
 the full path — 3 epochs checkpointed each epoch, the last checkpoint dropped, then a resume
-that recomputes epoch 2 exactly — since one compiled training program per env would cost far too much
-CI time on CPU (MJX compiles slowly); every other env gets the cheap check: reset, steps, and a
-checkpoint save + restore of its real batched env state (its physics pytree, zero-size leaves
-included)."""
+that recomputes epoch 2 exactly — since one compiled training program per env would cost far
+too much CI time on CPU (MJX compiles slowly); every other env gets the cheap check: reset,
+steps, and a checkpoint save + restore of its real batched env state (its physics pytree,
+zero-size leaves included)."""
 
 from __future__ import annotations
 
