@@ -38,6 +38,8 @@ FORMAT_VERSION = 1
 RESUMABLE_CHANGES = frozenset(
     {"out_dir", "run_name", "num_devices", "checkpoint_every", "keep_checkpoints",
      "checkpoint_replay", "compilation_cache_dir", "logger", "wandb_project", "wandb_group", "wandb_mode",
+     # when the programs compile, not what they compute
+     "overlap_compiles",
      # how summary.json averages evaluations; when a diverging run stops
      "score_window", "divergence_threshold"}
     # The stability audit's thresholds only decide which warnings are printed (crl.audit).

@@ -101,6 +101,12 @@ class TrainConfig:
     resume, a sweep point seen before) loads them instead of compiling. None leaves JAX's own
     setting; so does this default when JAX_COMPILATION_CACHE_DIR is set. Process-wide: the last
     run started sets it."""
+    overlap_compiles: bool = True
+    """Compile the epoch and evaluation programs in background threads while init compiles and
+    the replay prefills: first metrics come sooner, but the host holds up to three XLA
+    compilations' working memory at once (ant, depth 4, CPU, cold cache: first metrics 63 s
+    against 72 s, peak 2.7 against 1.6 GiB). --no-overlap-compiles compiles one program at a
+    time, for hosts short of memory."""
     num_devices: int | None = None
     """Devices to split envs, replay and SGD batches over (data parallel); None = all devices
     of the job (every host after jax.distributed.initialize)."""

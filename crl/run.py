@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crl import audit, checkpoint, diagnostics, distributed, guard, scores, tracking
+from crl import audit, checkpoint, diagnostics, distributed, guard, host_memory, scores, tracking
 from crl import run_dir as run_dir_lib
 from crl.config import ConfigError, TrainConfig, validate
 from crl.train import Trainer, make_trainer, over_seeds
@@ -143,12 +143,14 @@ def _train(
     start_epoch, rows, wall_offset, random_time_at_goal = 0, [], 0.0, None
     # The epoch and evaluation programs compile in background threads (XLA compiles without the
     # GIL) while init compiles and prefills: the three compiles overlap instead of queueing.
-    compiler = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crl-compile")
+    # Without overlap they compile one after the other before init, for the lowest peak memory.
+    overlap = config.overlap_compiles
+    compiler = ThreadPoolExecutor(max_workers=2 if overlap else 1, thread_name_prefix="crl-compile")
     epoch_program = compiler.submit(
         timed, compile_epoch, trainer, mesh, abstract_state, shardings
     )
     eval_program = compiler.submit(compile_evaluation, trainer, mesh, abstract_state, eval_rngs)
-    compiler.shutdown(wait=False)
+    compiler.shutdown(wait=not overlap)
     start = time.perf_counter()
     if resume is not None:
         template = jax.tree.map(
@@ -172,6 +174,7 @@ def _train(
     else:
         state = init(init_rngs)
     jax.block_until_ready(state)
+    host_memory.release_freed()  # init's compile and prefill
     init_seconds = time.perf_counter() - start
     diagnose = diagnostics.make_hook(trainer, state, seeds, start_epoch)  # before donation
     auditor = audit.Auditor(config, [int(s) for s in seeds])
@@ -324,6 +327,9 @@ def _train(
         "final_distance": float(np.mean([r["eval/final_distance"] for r in final_rows])),
         "random_time_at_goal": random_time_at_goal,
         "episode_length": env.episode_length,
+        # Of this process (a resume counts from the resume), compiles included.
+        "peak_host_memory_gib": host_memory.peak_resident_gib(),
+        "peak_device_memory_gib": host_memory.peak_device_gib(mesh.devices.flat),
         audit.WARNINGS_KEY: auditor.lines,
     }
     activity["doing"] = "writing summary.json"
@@ -363,13 +369,15 @@ def timed(fn, *args) -> tuple[Any, float]:
 
 def compile_epoch(trainer: Trainer, mesh, abstract_state, shardings):
     """The seed-vmapped epoch program, compiled from shapes alone; the state is donated."""
-    return jax.jit(
+    program = jax.jit(
         over_seeds(trainer.run_epoch),
         donate_argnums=0,
         **distributed.jit_shardings(
             mesh, in_shardings=(shardings,), out_shardings=(shardings, distributed.replicated(mesh))
         ),
     ).lower(abstract_state).compile()
+    host_memory.release_freed()
+    return program
 
 
 def compile_evaluation(trainer: Trainer, mesh, abstract_state, rngs: jax.Array):
@@ -377,11 +385,13 @@ def compile_evaluation(trainer: Trainer, mesh, abstract_state, rngs: jax.Array):
     flag picks), compiled from shapes alone: (actor_params, rngs, random_policy) → metrics."""
     on_mesh = distributed.replicated(mesh)
     flag = jax.ShapeDtypeStruct((), jnp.bool_)
-    return jax.jit(
+    program = jax.jit(
         jax.vmap(trainer.evaluate, in_axes=(0, 0, None)),
         **distributed.jit_shardings(mesh, in_shardings=(on_mesh, on_mesh, on_mesh),
                                     out_shardings=on_mesh),
     ).lower(abstract_state.agent.actor_params, rngs, flag).compile()
+    host_memory.release_freed()
+    return program
 
 
 def per_seed(metrics: dict[str, jax.Array]) -> list[dict[str, float]]:

@@ -1,6 +1,7 @@
 """Throughput in summaries counts training env-steps over training time only (no prefill, no
 compile), with evaluation reported separately."""
 
+import pandas as pd
 import pytest
 
 from crl.config import TrainConfig
@@ -36,12 +37,14 @@ TINY_TRAIN = (
 def test_first_metrics_times_a_real_launch_to_its_first_row(tmp_path):
     from experiments.first_metrics import Args, main
 
-    rows = main(Args(depths=(4,), train_args=TINY_TRAIN))
-    assert [(row["tree"], row["depth"], row["cache"]) for row in rows] == [
-        (".", 4, "cold"), (".", 4, "warm")
+    rows = main(Args(depths=(4,), train_args=TINY_TRAIN, variants="|--no-overlap-compiles"))
+    assert [(row["tree"], row["variant"], row["depth"], row["cache"]) for row in rows] == [
+        (".", "", 4, "cold"), (".", "", 4, "warm"),
+        (".", "--no-overlap-compiles", 4, "cold"), (".", "--no-overlap-compiles", 4, "warm"),
     ]
     for row in rows:  # the launch includes imports (and compiles), so it outlasts the epoch
         assert 0 < row["first_epoch_seconds"] < row["first_metrics_seconds"]
+        assert 0.1 < row["peak_resident_gib"] < 16  # JAX alone is ~0.2 GiB resident
 
 
 def test_summary_reports_first_metrics_and_the_random_baseline(tmp_path):
@@ -56,3 +59,25 @@ def test_summary_reports_first_metrics_and_the_random_baseline(tmp_path):
     assert 0 < summary["first_metrics_seconds"]
     # Computed after the first epoch now; uniform actions on 20-step episodes.
     assert 0 <= summary["random_time_at_goal"] <= 20
+    assert 0.1 < summary["peak_host_memory_gib"] < 16
+    assert summary["peak_device_memory_gib"] is None  # the CPU has no allocator peak
+
+
+def test_compiling_one_program_at_a_time_trains_the_same_run(tmp_path):
+    """--no-overlap-compiles only changes when the programs compile, never what they compute."""
+    import dataclasses
+
+    from crl.run import TIMING_COLUMNS, train
+    from crl.run_dir import load_metrics
+
+    config = TrainConfig(
+        env="point_u", num_envs=4, unroll_length=10, total_env_steps=480, num_epochs=2,
+        min_replay_size=20, replay_size=100, batch_size=16, num_sgd_batches=2, width=16,
+        num_eval_envs=2, episode_length=20, checkpoint_every=0, out_dir=str(tmp_path),
+    )
+    frames = []
+    for overlap in (True, False):
+        run = dataclasses.replace(config, overlap_compiles=overlap, run_name=f"overlap_{overlap}")
+        summary = train(run, quiet=True)
+        frames.append(load_metrics(summary["run_dir"]).drop(columns=list(TIMING_COLUMNS)))
+    pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
