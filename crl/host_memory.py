@@ -13,6 +13,8 @@ import functools
 import resource
 import sys
 
+import jax
+
 
 @functools.cache
 def _malloc_trim():
@@ -38,12 +40,12 @@ def peak_resident_gib() -> float:
 
 
 def peak_device_gib(devices) -> float | None:
-    """Largest allocator peak over accelerator devices, GiB; None on the CPU (no such counter:
-    the host figure is the one)."""
+    """Largest allocator peak over this process's accelerator devices among `devices`, GiB;
+    None on the CPU (no such counter: the host figure is the one)."""
     peaks = [
         (device.memory_stats() or {}).get("peak_bytes_in_use")
         for device in devices
-        if device.platform != "cpu"
+        if device.platform != "cpu" and device.process_index == jax.process_index()
     ]
     peaks = [p for p in peaks if p is not None]
     return max(peaks) / 2**30 if peaks else None
