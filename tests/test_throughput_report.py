@@ -47,15 +47,19 @@ def test_first_metrics_times_a_real_launch_to_its_first_row(tmp_path):
         assert 0.1 < row["peak_resident_gib"] < 16  # JAX alone is ~0.2 GiB resident
 
 
-def test_summary_reports_first_metrics_and_the_random_baseline(tmp_path):
+def tiny_config(out_dir) -> TrainConfig:
+    """TINY_TRAIN as the config `crl train` would parse from it."""
     import shlex
 
     import tyro
 
+    return tyro.cli(TrainConfig, args=shlex.split(TINY_TRAIN) + ["--out-dir", str(out_dir)])
+
+
+def test_summary_reports_first_metrics_and_the_random_baseline(tmp_path):
     from crl.run import train
 
-    config = tyro.cli(TrainConfig, args=shlex.split(TINY_TRAIN) + ["--out-dir", str(tmp_path)])
-    summary = train(config, quiet=True)
+    summary = train(tiny_config(tmp_path), quiet=True)
     assert 0 < summary["first_metrics_seconds"]
     # Computed after the first epoch now; uniform actions on 20-step episodes.
     assert 0 <= summary["random_time_at_goal"] <= 20
@@ -70,14 +74,11 @@ def test_compiling_one_program_at_a_time_trains_the_same_run(tmp_path):
     from crl.run import TIMING_COLUMNS, train
     from crl.run_dir import load_metrics
 
-    config = TrainConfig(
-        env="point_u", num_envs=4, unroll_length=10, total_env_steps=480, num_epochs=2,
-        min_replay_size=20, replay_size=100, batch_size=16, num_sgd_batches=2, width=16,
-        num_eval_envs=2, episode_length=20, checkpoint_every=0, out_dir=str(tmp_path),
-    )
     frames = []
     for overlap in (True, False):
-        run = dataclasses.replace(config, overlap_compiles=overlap, run_name=f"overlap_{overlap}")
+        run = dataclasses.replace(
+            tiny_config(tmp_path), overlap_compiles=overlap, run_name=f"overlap_{overlap}"
+        )
         summary = train(run, quiet=True)
         frames.append(load_metrics(summary["run_dir"]).drop(columns=list(TIMING_COLUMNS)))
     pd.testing.assert_frame_equal(frames[0], frames[1], check_exact=True)
