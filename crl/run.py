@@ -137,9 +137,11 @@ def _train(
     init_rngs, eval_rngs, baseline_rngs = keys[:, 0], keys[:, 1], keys[:, 2]
 
     # Envs and replay split along num_envs across the mesh, everything else replicated.
-    abstract_state = jax.eval_shape(over_seeds(trainer.init), init_rngs)
+    # One function object for both: jit reuses the trace eval_shape made (seconds on brax).
+    init_seeds = over_seeds(trainer.init)
+    abstract_state = jax.eval_shape(init_seeds, init_rngs)
     shardings = distributed.train_state_sharding(abstract_state, mesh)
-    init = jax.jit(over_seeds(trainer.init), **distributed.jit_shardings(mesh, out_shardings=shardings))
+    init = jax.jit(init_seeds, **distributed.jit_shardings(mesh, out_shardings=shardings))
     start_epoch, rows, wall_offset, random_time_at_goal = 0, [], 0.0, None
     # The epoch and evaluation programs compile in background threads (XLA compiles without the
     # GIL) while init compiles and prefills: the three compiles overlap instead of queueing.
@@ -386,7 +388,7 @@ def compile_evaluation(trainer: Trainer, mesh, abstract_state, rngs: jax.Array):
     on_mesh = distributed.replicated(mesh)
     flag = jax.ShapeDtypeStruct((), jnp.bool_)
     program = jax.jit(
-        jax.vmap(trainer.evaluate, in_axes=(0, 0, None)),
+        over_seeds(trainer.evaluate, in_axes=(0, 0, None)),
         **distributed.jit_shardings(mesh, in_shardings=(on_mesh, on_mesh, on_mesh),
                                     out_shardings=on_mesh),
     ).lower(abstract_state.agent.actor_params, rngs, flag).compile()

@@ -18,6 +18,9 @@ first run) and again on the cache that launch filled ("warm": a rerun, a resume,
 JAX_COMPILATION_CACHE_DIR points each launch at it, so trees without a cache setting of their
 own use it too. Peak memory is the kernel's high-water mark of the launch's resident set
 (VmHWM), read at its first metrics row: every compile, the prefill and one epoch are in it.
+The first epoch's steady training throughput (its metrics row's env-steps/s, evaluation
+excluded) is printed too, and every figure of a later tree or variant also as a ratio to the
+first one's at the same depth and cache, so one run gives before/after.
 """
 
 from __future__ import annotations
@@ -109,12 +112,15 @@ def time_first_metrics(tree: str, depth: int, variant: str, args: Args, cache_di
         "peak_resident_gib": peak,
         # The first epoch's training and evaluation (wall_time counts from the epoch's start).
         "first_epoch_seconds": row["wall_time"],
+        # Steady training throughput of that epoch (the program was compiled before it ran).
+        "env_steps_per_second": row["env_steps_per_second"],
     }
 
 
 def main(args: Args) -> list[dict]:
     """Time every (tree, variant, depth) `repeats` times, interleaved; print the best of each
-    (the fastest launch, with its peak memory)."""
+    (the fastest launch, with its peak memory and epoch throughput), and later trees and
+    variants also as ratios to the first."""
     from rich.console import Console
     from rich.table import Table
 
@@ -143,18 +149,32 @@ def main(args: Args) -> list[dict]:
     table = Table(title="time to first metrics (launch → first metrics.jsonl row), best of "
                         f"{args.repeats}; `crl train {args.train_args}`")
     columns = ("depth", "tree", "variant", "cache", "first metrics s", "first epoch s",
-               "before it s", "peak memory GiB")
+               "before it s", "epoch env-steps/s", "peak memory GiB")
     for column in columns:
         table.add_column(column, justify="right")
     keys = [(tree, variant, depth, cache)
             for depth in args.depths for tree, variant in launches for cache in caches]
     for key in keys:
         row = best[key]
+        # Against the first tree and variant at the same depth and cache: how many times
+        # sooner, faster and smaller this one is (none for the first itself).
+        base = best[(*launches[0], key[2], key[3])]
+        row["ratios"] = {} if row is base else {
+            "first_metrics_seconds": base["first_metrics_seconds"] / row["first_metrics_seconds"],
+            "env_steps_per_second": row["env_steps_per_second"] / base["env_steps_per_second"],
+            "peak_resident_gib": base["peak_resident_gib"] / row["peak_resident_gib"],
+        }
+
+        def with_ratio(text: str, name: str) -> str:
+            return f"{text} ({row['ratios'][name]:.2f}×)" if row["ratios"] else text
+
         table.add_row(
             str(row["depth"]), row["tree"], row["variant"] or "(defaults)", row["cache"],
-            f"{row['first_metrics_seconds']:.1f}", f"{row['first_epoch_seconds']:.1f}",
+            with_ratio(f"{row['first_metrics_seconds']:.1f}", "first_metrics_seconds"),
+            f"{row['first_epoch_seconds']:.1f}",
             f"{row['first_metrics_seconds'] - row['first_epoch_seconds']:.1f}",
-            f"{row['peak_resident_gib']:.2f}",
+            with_ratio(f"{row['env_steps_per_second']:,.0f}", "env_steps_per_second"),
+            with_ratio(f"{row['peak_resident_gib']:.2f}", "peak_resident_gib"),
         )
     console.print(table)
     return [best[key] for key in keys]

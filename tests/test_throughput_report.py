@@ -45,6 +45,14 @@ def test_first_metrics_times_a_real_launch_to_its_first_row(tmp_path):
     for row in rows:  # the launch includes imports (and compiles), so it outlasts the epoch
         assert 0 < row["first_epoch_seconds"] < row["first_metrics_seconds"]
         assert 0.1 < row["peak_resident_gib"] < 16  # JAX alone is ~0.2 GiB resident
+        assert row["env_steps_per_second"] > 0
+    # The second variant's rows carry ratios to the first's (same depth and cache).
+    for first, second in zip(rows[:2], rows[2:]):
+        assert first["ratios"] == {}
+        assert second["ratios"]["env_steps_per_second"] == pytest.approx(
+            second["env_steps_per_second"] / first["env_steps_per_second"])
+        assert second["ratios"]["first_metrics_seconds"] == pytest.approx(
+            first["first_metrics_seconds"] / second["first_metrics_seconds"])
 
 
 def tiny_config(out_dir) -> TrainConfig:

@@ -9,7 +9,7 @@ import pytest
 from crl import run_dir
 from crl.config import TrainConfig
 from crl.run import train
-from crl.train import make_trainer
+from crl.train import SEED_AXIS, make_trainer, over_seeds
 
 TINY = TrainConfig(
     env="point_u",
@@ -54,6 +54,32 @@ def test_evaluation_counts_steps_at_goal():
     assert 0 <= float(metrics["time_at_goal"]) <= TINY.episode_length
     assert 0 <= float(metrics["success"]) <= 1
     assert float(metrics["min_distance"]) <= float(metrics["final_distance"])
+
+
+def test_one_seed_runs_unbatched_and_matches_the_seed_vmap():
+    """over_seeds with one seed calls the function on the seed's arguments directly (no vmap to
+    trace through) and gives what the seed vmap gives, seed axis included; with two it vmaps."""
+    batched = []
+
+    def fn(x, offset):
+        batched.append(isinstance(x, jax.core.Tracer))
+        return {"total": x.sum() + offset, "x": x}
+
+    one, two = jnp.arange(6.0).reshape(1, 2, 3), jnp.arange(12.0).reshape(2, 2, 3)
+    for seeds, traced in ((one, False), (two, True)):
+        got = over_seeds(fn, in_axes=(0, None))(seeds, 1.0)
+        assert batched.pop() is traced
+        want = jax.vmap(fn, in_axes=(0, None), axis_name=SEED_AXIS)(seeds, 1.0)
+        same = jax.tree.map(lambda a, b: a.shape == b.shape and bool(jnp.all(a == b)), got, want)
+        assert all(jax.tree.leaves(same)), same
+    # A real epoch: one seed unbatched against the same seed vmapped, to float rounding.
+    trainer = make_trainer(TINY)
+    keys = jax.random.split(jax.random.PRNGKey(0), 1)
+    results = []
+    for wrap in (over_seeds, lambda f: jax.vmap(f, axis_name=SEED_AXIS)):
+        state = jax.jit(wrap(trainer.init))(keys)
+        results.append(jax.jit(wrap(trainer.run_epoch))(state))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), *results)
 
 
 @pytest.mark.slow
