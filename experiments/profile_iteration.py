@@ -1,6 +1,6 @@
 """Where one training iteration's time goes: each phase of `Trainer.train_iteration` compiled on
-its own (vmapped over one seed, as training runs it), timed in interleaved rounds, and set
-against the whole iteration.
+its own (for one seed, as training runs it), timed in interleaved rounds, and set against the
+whole iteration.
 
     python -m experiments.profile_iteration                      # ant, 64 envs × 62, batch 256
     python -m experiments.profile_iteration --depths 16 --env humanoid
@@ -14,6 +14,8 @@ iterations). `iteration` is the real fused iteration; `iteration − collect −
 update` is what fusing wins or loses. With `--before` (default), `critic (before)` and
 `iteration (before)` are the same programs with the critic's logits computed as crl did before
 (and the public code does): every difference φ_i − ψ_j materialised (losses.energy_matrix_direct).
+With `--seed-vmap`, the learner phases and the iteration are also timed under a vmap over the
+one seed, as crl ran a single seed before `crl.train.over_seeds` called it directly.
 
 GFLOP: XLA's cost analysis counts a loop body once, also the scan over residual blocks, so the
 learner phases (critic, actor, update and their "before") use the analytic matmul count of
@@ -34,11 +36,14 @@ import jax.numpy as jnp
 from crl import buffer, losses
 from crl.agent import CRLAgent
 from crl.config import TrainConfig, validate
-from crl.train import Trainer, make_trainer, over_seeds
+from crl.train import SEED_AXIS, Trainer, make_trainer, over_seeds
 from experiments.bench import update_matmul_flops
 
 PHASES = ("collect", "insert", "sample", "critic", "actor", "alpha", "update", "eval", "iteration")
 BEFORE = ("critic (before)", "iteration (before)")
+# The learner and the iteration as crl ran a single seed before 25e2a47: under a size-1 vmap.
+SEED_VMAP = ("critic (seed vmap)", "actor (seed vmap)", "update (seed vmap)",
+             "iteration (seed vmap)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +65,9 @@ class Args:
     repeats: int = 3
     before: bool = True
     """Also time the critic and the iteration with the critic's logits computed as before."""
+    seed_vmap: bool = False
+    """Also time the learner phases and the iteration under a vmap over the one seed, as crl
+    ran a single seed before 25e2a47 (it now calls the seed's function directly)."""
     seed: int = 0
 
 
@@ -173,12 +181,18 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
     batches = jax.jit(over_seeds(programs["sample"]))(state, None, None)
     _, records, _ = jax.jit(over_seeds(programs["collect"]))(state, None, None)
 
+    if args.seed_vmap:
+        programs.update({name: programs[name.split()[0]] for name in SEED_VMAP})
+
     compiled, flops = {}, {}
     for name, fn in programs.items():
         start = time.perf_counter()
         # insert and iteration donate the buffer / state, as training does.
         donate = (0,) if name.split()[0] in ("insert", "iteration") else ()
-        vmapped = over_seeds(fn, in_axes=(0, 0, 0))
+        if name in SEED_VMAP:
+            vmapped = jax.vmap(fn, in_axes=(0, 0, 0), axis_name=SEED_AXIS)
+        else:
+            vmapped = over_seeds(fn, in_axes=(0, 0, 0))
         compiled[name] = jax.jit(vmapped, donate_argnums=donate).lower(state, batches, records).compile()
         flops[name] = flops_of(compiled[name])
         log(f"depth {depth}: compiled {name} in {time.perf_counter() - start:.1f}s")
@@ -203,23 +217,25 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
     # XLA counts a loop body once: scale by each phase's trip count; an iteration is its parts.
     sgd = config.num_sgd_batches
     trips = {"collect": config.unroll_length, "insert": 1, "sample": sgd, "critic": sgd,
-             "actor": sgd, "alpha": sgd, "update": sgd, "critic (before)": sgd,
+             "actor": sgd, "alpha": sgd, "update": sgd,
              "eval": trainer.evaluation_env.episode_length}
-    gflop = {name: None if flops[name] is None else flops[name] * trips[name] / 1e9
-             for name in trips if name in flops}
+    gflop = {name: None if flops[name] is None else flops[name] * trips[name.split()[0]] / 1e9
+             for name in flops if name.split()[0] in trips}
     matmul = update_matmul_flops(trainer.agent, config.batch_size)
-    for name, key in (("critic", "critic_step"), ("actor", "actor_step"), ("update", "total"),
-                      ("critic (before)", "critic_step")):
-        if name in gflop:
-            gflop[name] = matmul[key] * sgd / 1e9
+    learner = {"critic": "critic_step", "actor": "actor_step", "update": "total"}
+    for name in gflop:
+        if name.split()[0] in learner:
+            gflop[name] = matmul[learner[name.split()[0]]] * sgd / 1e9
     parts = [gflop[name] for name in ("collect", "insert", "sample", "update")]
     if None not in parts:
         gflop["iteration"] = sum(parts)
         if "critic (before)" in gflop and None not in (gflop["critic (before)"], gflop["critic"]):
             gflop["iteration (before)"] = (gflop["iteration"] + gflop["critic (before)"]
                                            - gflop["critic"])
+        if args.seed_vmap:
+            gflop["iteration (seed vmap)"] = gflop["iteration"]
     rows = []
-    for name in PHASES + (BEFORE if args.before else ()):
+    for name in PHASES + (BEFORE if args.before else ()) + (SEED_VMAP if args.seed_vmap else ()):
         call_seconds = best[name] * (args.iterations_per_epoch if name == "eval" else 1)
         rows.append({
             "env": args.env, "depth": depth, "phase": name, "seconds": best[name],
@@ -264,6 +280,14 @@ def main(args: Args) -> list[dict]:
                 f"{seconds['critic (before)'] / seconds['critic']:.2f}×, iteration "
                 f"{seconds['iteration (before)'] / seconds['iteration']:.2f}× (one run, interleaved)"
             )
+        if args.seed_vmap:
+            seconds = {row["phase"]: row["seconds"] for row in depth_rows}
+            ratios = ", ".join(
+                f"{name.split()[0]} {seconds[name] / seconds[name.split()[0]]:.2f}×"
+                for name in SEED_VMAP
+            )
+            console.print(f"depth {depth}: one seed under a seed vmap / unbatched — {ratios} "
+                          f"(one run, interleaved)")
     return rows
 
 

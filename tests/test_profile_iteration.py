@@ -3,6 +3,8 @@ pieces `CRLAgent.update` is made of (no timing assertions)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -19,8 +21,9 @@ TINY = profile_iteration.Args(
 
 
 def test_profile_reports_every_phase_with_shares_and_flops():
-    rows = profile_iteration.main(TINY)
-    assert [row["phase"] for row in rows] == [*profile_iteration.PHASES, *profile_iteration.BEFORE]
+    rows = profile_iteration.main(dataclasses.replace(TINY, seed_vmap=True))
+    assert [row["phase"] for row in rows] == [
+        *profile_iteration.PHASES, *profile_iteration.BEFORE, *profile_iteration.SEED_VMAP]
     by_phase = {row["phase"]: row for row in rows}
     total = by_phase["iteration"]["seconds"] + by_phase["eval"]["seconds"]
     for row in rows:
@@ -30,6 +33,9 @@ def test_profile_reports_every_phase_with_shares_and_flops():
     # Scaled by the loop's trip count: two SGD steps of the critic cost twice its body.
     assert by_phase["iteration"]["gflop"] > by_phase["update"]["gflop"]
     assert by_phase["critic (before)"]["gflop"] > 0
+    # The seed-vmapped programs are the same phases: the same matmul count.
+    for name in profile_iteration.SEED_VMAP:
+        assert by_phase[name]["gflop"] == by_phase[name.split()[0]]["gflop"] > 0
 
 
 def test_before_agent_differs_only_in_how_the_logits_are_computed():
