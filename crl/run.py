@@ -129,8 +129,8 @@ def _train(
     if not quiet:
         console.print(f"[bold]crl[/] run directory: {run_dir}")
 
-    # One key per seed; every compiled function is vmapped over this leading seed axis, so a
-    # single run is the num_seeds=1 case of the same program.
+    # One key per seed; every compiled function takes this leading seed axis (over_seeds: a vmap
+    # for several seeds, a direct call for one), so a single run has the same state layout.
     seeds = jnp.arange(config.seed, config.seed + config.num_seeds)
     keys = jax.vmap(lambda s: jax.random.split(jax.random.PRNGKey(s), 3))(seeds)
     keys = jax.device_put(keys, distributed.replicated(mesh))
