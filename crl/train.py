@@ -93,10 +93,11 @@ def over_seeds(fn, in_axes: int | None | tuple = 0):
     its "did an episode end" test over that axis, so the auto-reset stays a branch taken only on
     steps where some env finished (unnamed, a vmapped `lax.cond` computes both sides).
 
-    With one seed, `fn` runs unbatched and the seed axis is added back to its outputs: the same
-    computation without the size-1 vmap, which made the learner ~1.5× slower on a CPU (XLA
-    handles the degenerate batch dimension poorly) and up to doubled tracing (batching re-traces
-    every scan body), most of a warm-cache start. Results agree with the vmap to float rounding."""
+    With one seed, `fn` runs unbatched and the seed axis is added back to its outputs (the
+    reduction over SEED_AXIS then covers the one batch of envs). It is the same computation
+    without a size-1 vmap, which made the learner ~1.5× slower on a CPU (XLA handles the
+    degenerate batch dimension poorly) and up to doubled the tracing that dominates a
+    warm-cache start (batching re-traces every scan body). Results agree to float rounding."""
     vmapped = jax.vmap(fn, in_axes=in_axes, axis_name=SEED_AXIS)
 
     @functools.wraps(fn)  # programs keep fn's name (the cache, profiles)
