@@ -106,17 +106,13 @@ class CRLAgent:
         action, _ = losses.sample_tanh_gaussian(rng, mean, log_std)
         return action
 
-    def energy(self, critic_params: dict, state, action, goal) -> jax.Array:
-        """f(s, a, g) = −‖φ(s, a) − ψ(g)‖₂ per row."""
-        sa_repr, goal_repr = self.critic.apply(critic_params, state, action, goal)
-        return -jnp.sqrt(jnp.sum((sa_repr - goal_repr) ** 2, axis=-1) + 1e-12)
-
     def pairwise_energy(self, sa_repr: jax.Array, goal_repr: jax.Array) -> jax.Array:
         """The critic's logits: f(s_i, a_i, g_j) for every pair of the batch."""
         return losses.energy_matrix(sa_repr, goal_repr)
 
     def critic_loss(self, critic_params: dict, batch: Batch):
-        """InfoNCE (plus the isotropy penalty on φ and ψ when isotropy_weight > 0)."""
+        """InfoNCE (plus the isotropy penalty on φ and ψ when isotropy_weight > 0). Aux: the
+        metrics and ψ(g) of the batch's goals, which the actor step reuses."""
         sa_repr, goal_repr = self.critic.apply(critic_params, batch.state, batch.action, batch.goal)
         logits = self.pairwise_energy(sa_repr, goal_repr)
         loss, metrics = losses.infonce_loss(logits, self.logsumexp_penalty)
@@ -126,7 +122,7 @@ class CRLAgent:
             loss = loss + self.isotropy_weight * (phi_penalty + psi_penalty)
             metrics = {**metrics, "critic_loss": loss, "isotropy_phi": phi_penalty,
                        "isotropy_psi": psi_penalty}
-        return loss, metrics
+        return loss, (metrics, goal_repr)
 
     def reference_logits(self, critic_params: dict, reference: Batch) -> jax.Array:
         """The critic's output on the churn reference batch: its full energy matrix."""
@@ -151,10 +147,18 @@ class CRLAgent:
 
         return penalised
 
-    def actor_loss(self, actor_params: dict, critic_params: dict, log_alpha, batch: Batch, rng):
+    def actor_loss(
+        self, actor_params: dict, critic_params: dict, log_alpha, batch: Batch, rng,
+        goal_repr: jax.Array | None = None,
+    ):
+        """SAC actor loss against the critic `critic_params`. `goal_repr`: ψ(batch.goal) under
+        those parameters when already computed (the critic step's forward pass); else here."""
         mean, log_std = self.actor.apply(actor_params, batch.state, batch.goal)
         action, log_prob = losses.sample_tanh_gaussian(rng, mean, log_std)
-        energy = self.energy(critic_params, batch.state, action, batch.goal)
+        if goal_repr is None:
+            goal_repr = self.critic.apply(critic_params, batch.goal, method="encode_goal")
+        sa_repr = self.critic.apply(critic_params, batch.state, action, method="encode_sa")
+        energy = losses.energy(sa_repr, goal_repr)
         alpha = jax.lax.stop_gradient(jnp.exp(log_alpha))
         loss, metrics = losses.actor_loss(log_prob, energy, alpha)
         return loss, (log_prob, metrics)
@@ -163,7 +167,8 @@ class CRLAgent:
         self, agent_state: AgentState, batch: Batch, reference: Batch | None = None
     ) -> tuple[dict, optax.OptState, dict, dict]:
         """One Adam step on the critic's InfoNCE loss. Returns the new critic parameters and
-        optimiser state, the loss's metrics and the gradients."""
+        optimiser state, the loss's aux ((metrics, ψ(g)), with the churn penalty when on) and
+        the gradients."""
         critic_opt = self.optimizers()[1]
         objective = self.with_churn_penalty(
             self.critic_loss, self.reference_logits, agent_state.prev_critic_params, reference
@@ -176,18 +181,18 @@ class CRLAgent:
 
     def actor_step(
         self, agent_state: AgentState, critic_params: dict, batch: Batch, rng: jax.Array,
-        reference: Batch | None = None,
+        reference: Batch | None = None, goal_repr: jax.Array | None = None,
     ) -> tuple[dict, optax.OptState, tuple, dict]:
-        """One Adam step on the actor's loss against `critic_params`. Returns the new actor
-        parameters and optimiser state, the loss's aux ((log_prob, metrics), with the churn
-        penalty when on) and the gradients."""
+        """One Adam step on the actor's loss against `critic_params` (`goal_repr`: see
+        `actor_loss`). Returns the new actor parameters and optimiser state, the loss's aux
+        ((log_prob, metrics), with the churn penalty when on) and the gradients."""
         actor_opt = self.optimizers()[0]
         deterministic_action = lambda params, ref: self.act(params, ref.state, ref.goal, None)
         objective = self.with_churn_penalty(
             self.actor_loss, deterministic_action, agent_state.prev_actor_params, reference
         )
         (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-            agent_state.actor_params, critic_params, agent_state.log_alpha, batch, rng
+            agent_state.actor_params, critic_params, agent_state.log_alpha, batch, rng, goal_repr
         )
         updates, new_opt = actor_opt.update(grads, agent_state.actor_opt)
         return optax.apply_updates(agent_state.actor_params, updates), new_opt, aux, grads
@@ -211,8 +216,13 @@ class CRLAgent:
         rng: jax.Array,
         reference: Batch | None = None,
     ) -> tuple[AgentState, dict[str, jax.Array]]:
-        """One critic step, then one actor step against the updated critic, then one α step.
-        Returns the new state and scalar metrics (losses, critic health, gradient norms).
+        """One actor step and one α step against the critic as it was before this update, and
+        one critic step: the order of the paper's code (scaling-crl's `sgd_step` updates actor
+        and α, then the critic). Returns the new state and scalar metrics (losses, critic
+        health, gradient norms).
+
+        Both steps read ψ(g) of the batch's goals under the same critic parameters, so the
+        critic's forward pass computes it once for both (a sixth of the actor step's matmuls).
 
         `reference`: a replay batch independent of `batch`, needed (only) for CHAIN churn
         reduction (churn_weight > 0), which penalises the change of the critic's logits and the
@@ -220,15 +230,17 @@ class CRLAgent:
         critic_params, new_critic_opt, critic_aux, critic_grads = self.critic_step(
             agent_state, batch, reference
         )
-        actor_params, new_actor_opt, actor_aux, actor_grads = self.actor_step(
-            agent_state, critic_params, batch, rng, reference
-        )
         churn_metrics = {}
         if self.churn_weight:
-            (critic_metrics, critic_churn), (actor_aux, actor_churn) = critic_aux, actor_aux
+            critic_aux, critic_churn = critic_aux
+        critic_metrics, goal_repr = critic_aux
+        actor_params, new_actor_opt, actor_aux, actor_grads = self.actor_step(
+            agent_state, agent_state.critic_params, batch, rng, reference,
+            goal_repr=jax.lax.stop_gradient(goal_repr),
+        )
+        if self.churn_weight:
+            actor_aux, actor_churn = actor_aux
             churn_metrics = {"critic_churn_penalty": critic_churn, "actor_churn_penalty": actor_churn}
-        else:
-            critic_metrics = critic_aux
         log_prob, actor_metrics = actor_aux
         log_alpha, new_alpha_opt, alpha_value = self.alpha_step(agent_state, log_prob)
 

@@ -333,11 +333,11 @@ def measure(
         state=now["state"], action=now["action"], goal=trainer.env.achieved_goal(future["state"])
     )
 
-    (_, critic_health), critic_grads = jax.value_and_grad(agent.critic_loss, has_aux=True)(
-        critic_params, batch
-    )
+    (_, (critic_health, goal_repr)), critic_grads = jax.value_and_grad(
+        agent.critic_loss, has_aux=True
+    )(critic_params, batch)
     actor_grads, _ = jax.grad(agent.actor_loss, has_aux=True)(
-        actor_params, critic_params, train_state.agent.log_alpha, batch, actor_rng
+        actor_params, critic_params, train_state.agent.log_alpha, batch, actor_rng, goal_repr
     )
     params = encoder_subtrees(actor_params, critic_params)
     grads = encoder_subtrees(actor_grads, critic_grads)

@@ -7,6 +7,11 @@ import jax
 import jax.numpy as jnp
 
 
+def energy(sa_repr: jax.Array, goal_repr: jax.Array) -> jax.Array:
+    """f(s, a, g) = −‖φ(s, a) − ψ(g)‖₂ per row; the epsilon keeps its gradient finite at 0."""
+    return -jnp.sqrt(jnp.sum((sa_repr - goal_repr) ** 2, axis=-1) + 1e-12)
+
+
 def energy_matrix(sa_repr: jax.Array, goal_repr: jax.Array) -> jax.Array:
     """logits[i, j] = −‖φ_i − ψ_j‖₂ for every state-action i and goal j in the batch.
 

@@ -268,9 +268,11 @@ def update_matmul_flops(agent: CRLAgent, batch_size: int) -> dict[str, int]:
 
     Convention: a network that is trained costs 3× its forward (forward, input gradients, weight
     gradients); a network differentiated only with respect to its input costs 2×; a forward-only
-    network 1×. Critic step: both encoders trained. Actor step: actor trained, the critic's
-    state-action encoder differentiated w.r.t. the sampled action, goal encoder forward only.
-    The B×B energy matrix is elementwise (no matmul) and not counted.
+    network 1×. Critic step: both encoders trained. Actor step on its own: actor trained, the
+    critic's state-action encoder differentiated w.r.t. the sampled action, goal encoder forward
+    only. In the update the actor step reuses the critic step's ψ(g), so "total" counts the
+    goal encoder's forward once. The B×B energy matrix is elementwise (no matmul) and not
+    counted.
     """
     critic, actor, b = agent.critic_network, agent.actor_network, batch_size
     sa = mlp_matmul_flops(b, agent.state_size + agent.action_size, critic.width, critic.depth,
@@ -280,7 +282,8 @@ def update_matmul_flops(agent: CRLAgent, batch_size: int) -> dict[str, int]:
                               2 * agent.action_size)
     critic_step = 3 * (sa + goal)
     actor_step = 3 * policy + 2 * sa + goal
-    return {"critic_step": critic_step, "actor_step": actor_step, "total": critic_step + actor_step}
+    return {"critic_step": critic_step, "actor_step": actor_step,
+            "total": critic_step + actor_step - goal}
 
 
 def assumed_peak_flops(device: jax.Device, matmul_dtype: str) -> float | None:

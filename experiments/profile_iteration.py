@@ -15,7 +15,10 @@ update` is what fusing wins or loses. With `--before` (default), `critic (before
 `iteration (before)` are the same programs with the critic's logits computed as crl did before
 (and the public code does): every difference φ_i − ψ_j materialised (losses.energy_matrix_direct).
 With `--seed-vmap`, the learner phases and the iteration are also timed under a vmap over the
-one seed, as crl ran a single seed before `crl.train.over_seeds` called it directly.
+one seed, as crl ran a single seed before `crl.train.over_seeds` called it directly. With
+`--psi-twice`, `update (psi twice)` and `iteration (psi twice)` are the update and the iteration
+with the actor step computing the goal encoder's ψ(g) itself, as before the update reused the
+critic step's.
 
 GFLOP: XLA's cost analysis counts a loop body once, also the scan over residual blocks, so the
 learner phases (critic, actor, update and their "before") use the analytic matmul count of
@@ -44,6 +47,7 @@ BEFORE = ("critic (before)", "iteration (before)")
 # The learner and the iteration as crl ran a single seed before 25e2a47: under a size-1 vmap.
 SEED_VMAP = ("critic (seed vmap)", "actor (seed vmap)", "update (seed vmap)",
              "iteration (seed vmap)")
+PSI_TWICE = ("update (psi twice)", "iteration (psi twice)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Args:
     seed_vmap: bool = False
     """Also time the learner phases and the iteration under a vmap over the one seed, as crl
     ran a single seed before 25e2a47 (it now calls the seed's function directly)."""
+    psi_twice: bool = False
+    """Also time the update and the iteration with the actor step computing ψ(g) itself."""
     seed: int = 0
 
 
@@ -80,10 +86,23 @@ class DirectEnergyAgent(CRLAgent):
         return losses.energy_matrix_direct(sa_repr, goal_repr)
 
 
-def with_direct_energy(trainer: Trainer) -> Trainer:
+class PsiTwiceAgent(CRLAgent):
+    """The agent as it was before its update shared ψ(g): the actor step runs the goal encoder
+    again instead of taking the critic step's output (same values, one more forward)."""
+
+    def actor_step(self, agent_state, critic_params, batch, rng, reference=None, goal_repr=None):
+        return super().actor_step(agent_state, critic_params, batch, rng, reference)
+
+
+def with_agent_class(trainer: Trainer, agent_class: type[CRLAgent]) -> Trainer:
+    """`trainer` with its agent's fields in an instance of `agent_class`."""
     agent = trainer.agent
     fields = {f.name: getattr(agent, f.name) for f in dataclasses.fields(agent)}
-    return dataclasses.replace(trainer, agent=DirectEnergyAgent(**fields))
+    return dataclasses.replace(trainer, agent=agent_class(**fields))
+
+
+def with_direct_energy(trainer: Trainer) -> Trainer:
+    return with_agent_class(trainer, DirectEnergyAgent)
 
 
 def profile_config(args: Args, depth: int) -> TrainConfig:
@@ -114,7 +133,7 @@ def phase_programs(trainer: Trainer) -> dict[str, Callable]:
 
     def critic(state, batches, records):
         def body(agent_state, batch):
-            params, opt, metrics, _ = agent.critic_step(agent_state, batch)
+            params, opt, (metrics, _), _ = agent.critic_step(agent_state, batch)
             return agent_state.replace(critic_params=params, critic_opt=opt), metrics
 
         return jax.lax.scan(body, state.agent, batches)
@@ -178,6 +197,9 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
     if args.before:
         before = phase_programs(with_direct_energy(trainer))
         programs.update({name: before[name.split()[0]] for name in BEFORE})
+    if args.psi_twice:
+        psi_twice = phase_programs(with_agent_class(trainer, PsiTwiceAgent))
+        programs.update({name: psi_twice[name.split()[0]] for name in PSI_TWICE})
     batches = jax.jit(over_seeds(programs["sample"]))(state, None, None)
     _, records, _ = jax.jit(over_seeds(programs["collect"]))(state, None, None)
 
@@ -234,8 +256,15 @@ def profile_depth(args: Args, depth: int, log=print) -> list[dict]:
                                            - gflop["critic"])
         if args.seed_vmap:
             gflop["iteration (seed vmap)"] = gflop["iteration"]
+    if args.psi_twice:  # one more goal-encoder forward per SGD step
+        extra = (matmul["critic_step"] + matmul["actor_step"] - matmul["total"]) * sgd / 1e9
+        gflop["update (psi twice)"] = gflop["update"] + extra
+        if gflop.get("iteration") is not None:
+            gflop["iteration (psi twice)"] = gflop["iteration"] + extra
     rows = []
-    for name in PHASES + (BEFORE if args.before else ()) + (SEED_VMAP if args.seed_vmap else ()):
+    extra_phases = ((BEFORE if args.before else ()) + (SEED_VMAP if args.seed_vmap else ())
+                    + (PSI_TWICE if args.psi_twice else ()))
+    for name in PHASES + extra_phases:
         call_seconds = best[name] * (args.iterations_per_epoch if name == "eval" else 1)
         rows.append({
             "env": args.env, "depth": depth, "phase": name, "seconds": best[name],
@@ -287,6 +316,12 @@ def main(args: Args) -> list[dict]:
                 for name in SEED_VMAP
             )
             console.print(f"depth {depth}: one seed under a seed vmap / unbatched — {ratios} "
+                          f"(one run, interleaved)")
+        if args.psi_twice:
+            seconds = {row["phase"]: row["seconds"] for row in depth_rows}
+            ratios = ", ".join(f"{name.split()[0]} {seconds[name] / seconds[name.split()[0]]:.2f}×"
+                               for name in PSI_TWICE)
+            console.print(f"depth {depth}: ψ(g) computed twice / shared — {ratios} "
                           f"(one run, interleaved)")
     return rows
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,9 +22,10 @@ TINY = profile_iteration.Args(
 
 
 def test_profile_reports_every_phase_with_shares_and_flops():
-    rows = profile_iteration.main(dataclasses.replace(TINY, seed_vmap=True))
+    rows = profile_iteration.main(dataclasses.replace(TINY, seed_vmap=True, psi_twice=True))
     assert [row["phase"] for row in rows] == [
-        *profile_iteration.PHASES, *profile_iteration.BEFORE, *profile_iteration.SEED_VMAP]
+        *profile_iteration.PHASES, *profile_iteration.BEFORE, *profile_iteration.SEED_VMAP,
+        *profile_iteration.PSI_TWICE]
     by_phase = {row["phase"]: row for row in rows}
     total = by_phase["iteration"]["seconds"] + by_phase["eval"]["seconds"]
     for row in rows:
@@ -36,6 +38,9 @@ def test_profile_reports_every_phase_with_shares_and_flops():
     # The seed-vmapped programs are the same phases: the same matmul count.
     for name in profile_iteration.SEED_VMAP:
         assert by_phase[name]["gflop"] == by_phase[name.split()[0]]["gflop"] > 0
+    # Computing ψ(g) twice costs one goal-encoder forward more per SGD step.
+    for name in profile_iteration.PSI_TWICE:
+        assert by_phase[name]["gflop"] > by_phase[name.split()[0]]["gflop"] > 0
 
 
 def test_before_agent_differs_only_in_how_the_logits_are_computed():
@@ -50,8 +55,8 @@ def test_before_agent_differs_only_in_how_the_logits_are_computed():
         action=jax.random.uniform(keys[1], (8, trainer.agent.action_size), minval=-1, maxval=1),
         goal=jax.random.normal(keys[2], (8, trainer.agent.goal_size)),
     )
-    after_params, _, after_metrics, _ = trainer.agent.critic_step(state, batch)
-    before_params, _, before_metrics, _ = before.critic_step(state, batch)
+    after_params, _, (after_metrics, _), _ = trainer.agent.critic_step(state, batch)
+    before_params, _, (before_metrics, _), _ = before.critic_step(state, batch)
     assert isinstance(before, profile_iteration.DirectEnergyAgent)
     np.testing.assert_allclose(after_metrics["critic_loss"], before_metrics["critic_loss"], rtol=1e-5)
     for a, b in zip(jax.tree.leaves(after_params), jax.tree.leaves(before_params), strict=True):
@@ -63,7 +68,9 @@ def test_profile_refuses_bad_input_before_compiling():
         profile_iteration.main(TINY.__class__(**{**TINY.__dict__, "depths": (6,)}))
 
 
-def test_update_is_critic_then_actor_then_alpha_step():
+def test_update_is_actor_and_alpha_against_the_previous_critic_then_critic_step():
+    """The paper's order (scaling-crl's sgd_step): actor and α step against the critic before
+    this update, then the critic steps; the actor's ψ(g) comes from the critic step's forward."""
     config = TrainConfig(env="point_u", width=16, depth=4, batch_size=8)
     agent = make_trainer(config).agent
     state = agent.init(jax.random.PRNGKey(0))
@@ -73,11 +80,51 @@ def test_update_is_critic_then_actor_then_alpha_step():
         action=jax.random.uniform(keys[1], (8, agent.action_size), minval=-1, maxval=1),
         goal=jax.random.normal(keys[2], (8, agent.goal_size)),
     )
-    updated, _ = jax.jit(agent.update)(state, batch, keys[3])
+    # Take one critic step first, so "the critic before this update" and after it differ.
+    state = state.replace(critic_params=agent.critic_step(state, batch)[0])
+    updated, metrics = jax.jit(agent.update)(state, batch, keys[3])
     critic_params, critic_opt, _, _ = agent.critic_step(state, batch)
-    actor_params, actor_opt, (log_prob, _), _ = agent.actor_step(state, critic_params, batch, keys[3])
+    actor_params, actor_opt, (log_prob, actor_metrics), _ = agent.actor_step(
+        state, state.critic_params, batch, keys[3])
     log_alpha, _, _ = agent.alpha_step(state, log_prob)
     for got, expected in [(updated.critic_params, critic_params),
                           (updated.actor_params, actor_params), (updated.log_alpha, log_alpha)]:
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["actor_loss"], actor_metrics["actor_loss"], rtol=1e-5)
+    # Adam's first step barely depends on the gradient's size, so tell the two orders apart by
+    # the loss: against the stepped critic the actor's loss is a different number.
+    _, _, (_, against_new), _ = agent.actor_step(state, critic_params, batch, keys[3])
+    assert abs(float(against_new["actor_loss"]) - float(metrics["actor_loss"])) > 1e-4
+
+
+def test_the_update_computes_the_goal_encoder_once():
+    """Sharing ψ(g) removes one goal-encoder forward from the update: the lowered update has
+    exactly that forward's matmuls fewer than the two steps taken apart (and no other)."""
+    config = TrainConfig(env="point_u", width=32, depth=4, batch_size=16)
+    agent = make_trainer(config).agent
+    state = agent.init(jax.random.PRNGKey(0))
+    batch = Batch(
+        state=jnp.zeros((16, agent.state_size)), action=jnp.zeros((16, agent.action_size)),
+        goal=jnp.zeros((16, agent.goal_size)),
+    )
+
+    def unshared(agent_state, batch, rng):
+        critic_params, _, _, _ = agent.critic_step(agent_state, batch)
+        actor_params, _, _, _ = agent.actor_step(
+            agent_state, agent_state.critic_params, batch, rng)
+        return critic_params, actor_params
+
+    def shared(agent_state, batch, rng):
+        new_state, _ = agent.update(agent_state, batch, rng)
+        return new_state.critic_params, new_state.actor_params
+
+    def matmul_count(fn):
+        text = jax.jit(fn).lower(state, batch, jax.random.PRNGKey(1)).as_text()
+        return text.count("dot_general")
+
+    goal_forward = jax.jit(
+        lambda p, g: agent.critic.apply(p, g, method="encode_goal")
+    ).lower(state.critic_params, batch.goal).as_text().count("dot_general")
+    assert goal_forward > 0
+    assert matmul_count(unshared) - matmul_count(shared) == goal_forward

@@ -36,7 +36,8 @@ GOLDEN_ATOL, GOLDEN_RTOL = 1e-7, 1e-4
 
 def test_switches_off_reproduce_the_pre_switch_parameters():
     """Parameters after 3 agent updates and after one trainer epoch (depth 8: two scanned
-    blocks), against tests/data/golden_off.npz written by the code of commit 53423e4."""
+    blocks), against tests/data/golden_off.npz written by the code of commit
+    53423e4 with the update in the paper's order (see tests/data/make_golden_off.py)."""
     golden = np.load(DATA / "golden_off.npz")
     config = make_golden_off.CONFIG
     assert (config.isotropy_weight, config.multi_skip, config.churn_weight) == (0.0, False, 0.0)

@@ -1,10 +1,16 @@
 """Writes tests/data/golden_off.npz: parameters after a few updates of a tiny agent and after one
 epoch of a tiny trainer, computed by the code *before* the stability switches existed (commit
-53423e4). tests/test_stability.py checks that, with every switch off, today's code reproduces
-them (bit for bit on the machine that wrote it, within 1e-7 across CPUs). Regenerate only from a
-checkout of that commit, on CPU, with the XLA flag the test suite sets (tests/conftest.py; the fusion emitters round differently, ~1e-8):
+53423e4) with one line changed: its actor steps against the critic before the update (the
+paper's order, which crl adopted later), `critic_params` → `agent_state.critic_params` in the
+actor's `value_and_grad` call of `CRLAgent.update`. tests/test_stability.py checks that, with
+every switch off, today's code reproduces them (bit for bit on the machine that wrote it, within
+1e-7 across CPUs). Regenerate only from such a checkout, on CPU, with the XLA flag the test suite
+sets (tests/conftest.py; the fusion emitters round differently, ~1e-8):
 
-    XLA_FLAGS=--xla_cpu_use_fusion_emitters=false PYTHONPATH=<checkout of 53423e4> \
+    git worktree add /tmp/golden53 53423e4
+    sed -i '131s/(agent_state.actor_params, critic_params,/(agent_state.actor_params, agent_state.critic_params,/' \
+        /tmp/golden53/crl/agent.py
+    XLA_FLAGS=--xla_cpu_use_fusion_emitters=false PYTHONPATH=/tmp/golden53 \
         python tests/data/make_golden_off.py tests/data/golden_off.npz
 """
 
