@@ -165,7 +165,7 @@ class CRLAgent:
 
     def critic_step(
         self, agent_state: AgentState, batch: Batch, reference: Batch | None = None
-    ) -> tuple[dict, optax.OptState, dict, dict]:
+    ) -> tuple[dict, optax.OptState, tuple, dict]:
         """One Adam step on the critic's InfoNCE loss. Returns the new critic parameters and
         optimiser state, the loss's aux ((metrics, ψ(g)), with the churn penalty when on) and
         the gradients."""
