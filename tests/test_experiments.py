@@ -44,8 +44,13 @@ def test_vmapped_seeds_match_single_seed_runs(tmp_path):
     assert len(vmapped) == len(single) == 2
     metric_columns = [c for c in single.columns if c.startswith(("train/", "eval/"))]
     assert "train/critic_loss" in metric_columns and "eval/time_at_goal" in metric_columns
+    # The two programs round differently (~1e-6), which can flip a near-tied argmax: accuracy,
+    # a count, may differ by one row of the batches an epoch averages (1 / (16 × 4)).
+    config = tiny_config(tmp_path)
+    one_row = 1 / (config.batch_size * config.num_sgd_batches * 2)
     for column in metric_columns + ["epoch", "env_steps"]:
-        np.testing.assert_allclose(vmapped[column], single[column], rtol=1e-4, atol=1e-5, err_msg=column)
+        atol = one_row + 1e-6 if column.endswith("categorical_accuracy") else 1e-5
+        np.testing.assert_allclose(vmapped[column], single[column], rtol=1e-4, atol=atol, err_msg=column)
 
 
 # ---- depth sweep -------------------------------------------------------------------------------
