@@ -86,8 +86,12 @@ class Args:
 
 def crl_command(args: Args, depth: int, out_dir: str) -> list[str]:
     """`crl train` on the compared configuration, with an empty compilation cache of its own."""
-    total = (-(-args.min_replay_size // args.unroll_length)  # crl prefills whole unrolls
-             + args.num_epochs * args.iterations_per_epoch) * args.num_envs * args.unroll_length
+    from crl.config import TrainConfig
+
+    prefill_unrolls = TrainConfig(min_replay_size=args.min_replay_size,
+                                  unroll_length=args.unroll_length).prefill_unrolls
+    total = ((prefill_unrolls + args.num_epochs * args.iterations_per_epoch)
+             * args.num_envs * args.unroll_length)
     return [
         sys.executable, "-m", "crl", "train", "--env", args.env, "--depth", str(depth),
         "--num-envs", str(args.num_envs), "--unroll-length", str(args.unroll_length),
@@ -198,7 +202,11 @@ def measure_peer(args: Args, depth: int) -> dict:
 
 
 def check(args: Args) -> None:
-    """Refuse bad input before anything is launched."""
+    """Refuse bad input before anything is launched: the peer's paths, and the configuration
+    as crl's own CLI and validation see it (depth, sizes, env, --crl-args)."""
+    from crl.cli import parse
+    from crl.config import ConfigError, validate
+
     if not (Path(args.peer_tree) / "train.py").is_file():
         raise SystemExit(f"--peer-tree {args.peer_tree}: no train.py (a scaling-crl checkout?)")
     if not Path(args.peer_python).is_file():
@@ -206,8 +214,10 @@ def check(args: Args) -> None:
     if args.num_epochs < 2:
         raise SystemExit("--num-epochs must be at least 2: the first epoch holds the compiles")
     for depth in args.depths:
-        if depth < 4 or depth % 4:
-            raise SystemExit(f"depth {depth}: must be a positive multiple of 4 (blocks of 4 layers)")
+        try:
+            validate(parse(crl_command(args, depth, tempfile.gettempdir())[3:]).config)
+        except ConfigError as error:
+            raise SystemExit(f"depth {depth}: crl rejects the configuration: {error}") from None
 
 
 def main(args: Args) -> list[dict]:
@@ -263,4 +273,7 @@ def main(args: Args) -> list[dict]:
 if __name__ == "__main__":
     import tyro
 
+    from crl.quiet import silence_third_party
+
+    silence_third_party()  # check() builds envs' dims: no brax/MJX notices around its errors
     main(tyro.cli(Args))

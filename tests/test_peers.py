@@ -81,7 +81,9 @@ def test_the_authors_epochs_are_read_from_their_output():
 @pytest.mark.parametrize("change, message", [
     ({}, "no train.py"),
     ({"num_epochs": 1}, "at least 2"),
-    ({"depths": (4, 6)}, "depth 6"),
+    ({"depths": (4, 6)}, "depth 6: crl rejects"),
+    ({"batch_size": 10**6}, "batch_size"),
+    ({"env": "no_such_env"}, "no_such_env"),
 ])
 def test_bad_input_is_refused_before_anything_runs(tmp_path, change, message):
     (tmp_path / "train.py").write_text("")
